@@ -2,3 +2,7 @@
 
 Kept import-light on purpose: `bionemo-mnist --help` must answer without importing torch or NeMo.
 """
+
+from bionemo.example_model.cpu_bridge import make_torchvision_importable_on_import
+
+make_torchvision_importable_on_import()

@@ -1,0 +1,102 @@
+"""Checkpoints: the callback that writes NeMo2 distributed checkpoints (a .nemo-like directory: `weights/` holding
+Megatron's distributed checkpoint, `context/` holding the serialised trainer/model config), and the checks that turn
+a bad `initial_ckpt_path` into one clear error instead of a stack trace from deep inside Megatron.
+"""
+
+from pathlib import Path
+from typing import Sequence
+
+from torch import nn
+
+from bionemo.example_model.errors import ExampleModelError
+
+__all__: Sequence[str] = (
+    "CheckpointError",
+    "check_initial_checkpoint",
+    "checkpoint_callback",
+    "checkpoint_tensor_shapes",
+    "is_checkpoint",
+)
+
+
+class CheckpointError(ExampleModelError, ValueError):
+    """A checkpoint path that does not exist, is not a checkpoint, or does not fit the model."""
+
+
+def checkpoint_callback(every_n_train_steps: int, save_top_k: int = 1):
+    """NeMo's ModelCheckpoint as resume needs it.
+
+    `save_optim_on_train_end=True`: otherwise the final `-last` checkpoint has no optimizer state and resuming from it
+    restarts Adam. The reduced training loss is deliberately not in the file name (it is in the logs): a name must be
+    identical on every rank, or ranks write their shards into different directories.
+    """
+    from nemo.lightning.pytorch.callbacks import ModelCheckpoint
+
+    return ModelCheckpoint(
+        monitor="val_loss",
+        save_last=True,
+        save_top_k=save_top_k,
+        every_n_train_steps=every_n_train_steps,
+        save_optim_on_train_end=True,
+        always_save_context=True,
+        filename="{epoch}-{step}-{consumed_samples}",
+    )
+
+
+def is_checkpoint(path: Path) -> bool:
+    """A NeMo2 checkpoint directory: Megatron's `weights/metadata.json` plus the `context/` NeMo restores from."""
+    return (path / "weights" / "metadata.json").is_file() and (path / "context").is_dir()
+
+
+def checkpoint_tensor_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Model tensor names (without NeMo's `module.` prefix) and their global shapes, read from the metadata only."""
+    from megatron.core import dist_checkpointing
+
+    metadata = dist_checkpointing.load_tensors_metadata(str(Path(path) / "weights"))
+    return {
+        key.removeprefix("module."): tuple(t.global_shape)
+        for key, t in metadata.items()
+        if key.startswith("module.") and hasattr(t, "global_shape")
+    }
+
+
+def _not_a_checkpoint(path: Path) -> CheckpointError:
+    found = sorted(str(p.parent.parent) for p in path.glob("**/weights/metadata.json"))
+    hint = f" Checkpoints below it: {', '.join(found[-3:])}." if found else ""
+    return CheckpointError(
+        f"{path} is not a NeMo2 checkpoint (it has no weights/metadata.json and context/). Pass the checkpoint "
+        f"directory a training stage printed.{hint}"
+    )
+
+
+def check_initial_checkpoint(model: nn.Module, path: str | Path, skip_prefixes: Sequence[str]) -> None:
+    """Raise `CheckpointError` unless every weight of `model` outside `skip_prefixes` is in the checkpoint with the
+    same shape, and every skip prefix matches at least one weight (a typo would silently load nothing new)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(
+            f"initial checkpoint {path} does not exist. Pass the checkpoint directory a training stage printed "
+            "(it contains weights/ and context/)."
+        )
+    if not is_checkpoint(path):
+        raise _not_a_checkpoint(path)
+    model_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items() if "_extra_state" not in k}
+    unmatched = [p for p in skip_prefixes if not any(k.startswith(p) for k in model_shapes)]
+    if unmatched:
+        raise CheckpointError(
+            f"skip prefix(es) {unmatched} match no weight of {type(model).__name__} (its weights: "
+            f"{sorted(model_shapes)}). Fix the spelling or remove them from "
+            "initial_ckpt_skip_keys_with_these_prefixes."
+        )
+    ckpt_shapes = checkpoint_tensor_shapes(path)
+    wanted = {k: s for k, s in model_shapes.items() if not any(k.startswith(p) for p in skip_prefixes)}
+    missing = sorted(k for k in wanted if k not in ckpt_shapes)
+    mismatched = sorted(f"{k} {ckpt_shapes[k]} vs {s}" for k, s in wanted.items() if k in ckpt_shapes and ckpt_shapes[k] != s)
+    if missing or mismatched:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit {type(model).__name__}: "
+            + (f"missing {missing}; " if missing else "")
+            + (f"shape (checkpoint vs model) {mismatched}; " if mismatched else "")
+            + "pick a checkpoint of a compatible model, or list the new layers' prefixes in "
+            "initial_ckpt_skip_keys_with_these_prefixes."
+        )

@@ -1,0 +1,278 @@
+"""MNIST data: the per-item dataset of the original example, the batched epoch-addressed datasets the example
+trains on, and the `MNISTDataModule` that hands them to NeMo's `MegatronDataSampler`.
+
+Every item is addressed the bionemo-core way: a global sample index goes through `MultiEpochDatasetResampler`
+to an `EpochIndex(epoch, idx)`, and `IdentityMultiEpochDatasetWrapper` returns split item `idx`. The loaders fetch a
+whole microbatch at once (`__getitems__`, which torch's DataLoader prefers over per-item `__getitem__`) with the same
+mapping computed vectorised, so a batch holds exactly the items the per-item path defines, ~100x faster.
+
+Evaluation loaders never drop or repeat an item: their datasets are padded to a whole number of global batches with
+items whose `idx` is -1, which the loss reductions weigh zero and prediction drops.
+"""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence, TypedDict
+
+import torch
+from torch import Tensor
+
+import lightning.pytorch as pl
+from bionemo.core.data.multi_epoch_dataset import (
+    EpochIndex,
+    IdentityMultiEpochDatasetWrapper,
+    MultiEpochDatasetResampler,
+)
+from nemo.lightning.data import WrappedDataLoader
+from nemo.lightning.pytorch.plugins import MegatronDataSampler
+from torch.utils.data import DataLoader, Dataset, default_collate
+from torchvision.datasets import MNIST
+
+from bionemo.example_model.mnist_files import default_data_dir, ensure_mnist
+from bionemo.example_model.sampling import check_resampler_args, resampler_epoch_indices
+
+__all__: Sequence[str] = (
+    "MNISTCustomDataset",
+    "MNISTDataModule",
+    "MnistEpochDataset",
+    "MnistItem",
+    "MnistResampler",
+    "MnistSplit",
+    "PaddedEvalDataset",
+)
+
+logger = logging.getLogger("bionemo.example_model")
+
+PAD_IDX = -1
+"""`idx` of the padding items that complete the last global batch of an evaluation loader."""
+
+
+class MnistItem(TypedDict):
+    """One image (or a batch of them, stacked on dim 0): pixels in [0, 1] as [1, 28, 28] float32, the digit, and its
+    index within its split (-1 for evaluation padding)."""
+
+    data: Tensor
+    label: Tensor
+    idx: Tensor
+
+
+class MNISTCustomDataset(MNIST):
+    """torchvision's MNIST returning `MnistItem` dicts: the original example's per-item dataset.
+
+    torchvision looks for its files under `root/<class name>/raw`; pinning `raw_folder` to `MNIST` lets this subclass
+    read the standard layout (a subclass would otherwise look under `root/MNISTCustomDataset/raw`).
+    """
+
+    @property
+    def raw_folder(self) -> str:  # noqa: D102
+        return str(Path(self.root) / "MNIST" / "raw")
+
+    def __getitem__(self, index: int) -> MnistItem:  # noqa: D105
+        image, label = super().__getitem__(index)
+        return {"data": image, "label": torch.tensor(label), "idx": torch.tensor(index)}
+
+
+@dataclass
+class MnistSplit:
+    """A split held as whole tensors (uint8 images [N, 28, 28], int64 labels [N]) so batches are one gather."""
+
+    images: Tensor
+    labels: Tensor
+
+    def __len__(self) -> int:  # noqa: D105
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> MnistItem:  # noqa: D105
+        batch = self.get_batch(torch.tensor([index]))
+        return {key: value[0] for key, value in batch.items()}  # type: ignore[return-value]
+
+    def get_batch(self, idx: Tensor) -> MnistItem:
+        """The items at `idx` (split positions), stacked; conversion matches torchvision's ToTensor exactly."""
+        idx = idx.to(self.labels.device)
+        data = self.images.index_select(0, idx).unsqueeze(1).to(torch.float32).div_(255)
+        return {"data": data, "label": self.labels.index_select(0, idx), "idx": idx}
+
+    def to(self, device: torch.device | str) -> "MnistSplit":
+        """The same split on another device (keeping it on the GPU makes a batch a device-side gather)."""
+        return MnistSplit(self.images.to(device), self.labels.to(device))
+
+
+class MnistEpochDataset(IdentityMultiEpochDatasetWrapper[MnistItem]):
+    """A split addressed by `EpochIndex`; identity transform, so every epoch sees the same pixels."""
+
+    dataset: MnistSplit
+
+    def get_batch(self, epoch_index: list[EpochIndex] | tuple[Tensor, Tensor]) -> MnistItem:
+        """The batched equivalent of `[self[i] for i in epoch_index]`."""
+        if isinstance(epoch_index, tuple):
+            _, idx = epoch_index
+        else:
+            idx = torch.tensor([i.idx for i in epoch_index], dtype=torch.long)
+        return self.dataset.get_batch(idx)
+
+
+class MnistResampler(MultiEpochDatasetResampler[MnistItem]):
+    """bionemo-core's resampler (a global sample index -> `EpochIndex`), fetching a whole microbatch at once."""
+
+    dataset: MnistEpochDataset
+
+    def __post_init__(self) -> None:  # noqa: D105
+        check_resampler_args(len(self.dataset), self.shuffle)
+        super().__post_init__()
+
+    def __getitems__(self, indices: list[int]) -> MnistItem:  # noqa: D105
+        return self.dataset.get_batch(resampler_epoch_indices(self, torch.as_tensor(indices, dtype=torch.long)))
+
+
+class PaddedEvalDataset(Dataset[MnistItem]):
+    """An evaluation split, each item once in order, padded with `PAD_IDX` items to a multiple of `multiple`.
+
+    Megatron's sampler drops an incomplete last validation batch, and gives ranks unequal (even empty) slices of an
+    incomplete last predict batch; whole global batches avoid both, and the padding is masked out downstream.
+    """
+
+    def __init__(self, resampler: MnistResampler, multiple: int) -> None:
+        if resampler.shuffle or len(resampler) != len(resampler.dataset):
+            raise ValueError("an evaluation split must be one unshuffled epoch")
+        self.resampler = resampler
+        self.num_items = len(resampler)
+        self.padded_len = -(-self.num_items // multiple) * multiple
+
+    def __len__(self) -> int:  # noqa: D105
+        return self.padded_len
+
+    def __getitem__(self, index: int) -> MnistItem:  # noqa: D105
+        batch = self.__getitems__([index])
+        return {key: value[0] for key, value in batch.items()}  # type: ignore[return-value]
+
+    def __getitems__(self, indices: list[int]) -> MnistItem:  # noqa: D105
+        index = torch.as_tensor(indices, dtype=torch.long)
+        if index.numel() and (index.min() < 0 or index.max() >= self.padded_len):
+            raise IndexError(f"index out of range for an evaluation dataset of padded length {self.padded_len}")
+        real = index < self.num_items
+        batch = self.resampler.__getitems__(torch.where(real, index, 0).tolist())
+        batch["idx"] = torch.where(real.to(batch["idx"].device), batch["idx"], PAD_IDX)
+        return batch
+
+
+def collate_microbatch(batch: MnistItem | list[MnistItem]) -> MnistItem:
+    """Pass batches fetched whole through unchanged; stack per-item lists as torch's default would."""
+    return batch if isinstance(batch, dict) else default_collate(batch)
+
+
+def load_split_tensors(root: Path, train: bool) -> MnistSplit:
+    """Read the IDX files under `root/MNIST/raw` through torchvision into whole tensors."""
+    dataset = MNISTCustomDataset(str(root), train=train, download=False)
+    return MnistSplit(dataset.data.contiguous(), dataset.targets.long())
+
+
+class MNISTDataModule(pl.LightningDataModule):
+    """Train (55,000), val (5,000, a seeded split of the 60,000 training images) and test (10,000) MNIST.
+
+    The training set is sized by `MultiEpochDatasetResampler(num_samples=max_steps x global batch)` so Megatron's
+    sampler never runs out, and its consumed-sample count is saved in checkpoints (`state_dict`) so a resumed run
+    continues at the exact next sample. Construction does no I/O; files are prepared in `prepare_data`.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        micro_batch_size: int = 128,
+        global_batch_size: int | None = None,
+        seed: int = 42,
+        num_val: int = 5000,
+        num_workers: int = 0,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        super().__init__()
+        self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+        self.micro_batch_size = micro_batch_size
+        self.global_batch_size = global_batch_size or micro_batch_size
+        self.seed = seed
+        self.num_val = num_val
+        self.num_workers = num_workers
+        self.device = torch.device(device)
+        # NeMo's MegatronStrategy finds this attribute and uses it to shard every loader over data-parallel ranks.
+        self.data_sampler = MegatronDataSampler(
+            seq_len=1,
+            micro_batch_size=micro_batch_size,
+            global_batch_size=self.global_batch_size,
+            dataloader_type="single",
+        )
+        self.splits: dict[str, MnistSplit] = {}
+
+    def prepare_data(self) -> None:
+        """Create/verify the IDX files once per node (Lightning calls this on local rank 0 only)."""
+        ensure_mnist(self.data_dir)
+
+    def setup(self, stage: str = "") -> None:
+        """Load all three splits as tensors (~55 MB) and split train/val with a seeded permutation."""
+        if self.splits:
+            return
+        root = ensure_mnist(self.data_dir)
+        full_train, test = load_split_tensors(root, train=True), load_split_tensors(root, train=False)
+        order = torch.randperm(len(full_train), generator=torch.Generator().manual_seed(self.seed))
+        val_idx, train_idx = order[: self.num_val].sort().values, order[self.num_val :].sort().values
+        self.splits = {
+            "train": MnistSplit(full_train.images[train_idx], full_train.labels[train_idx]),
+            "val": MnistSplit(full_train.images[val_idx], full_train.labels[val_idx]),
+            "test": test,
+        }
+        if self.num_workers == 0:  # worker processes cannot share device tensors
+            self.splits = {name: split.to(self.device) for name, split in self.splits.items()}
+
+    def num_train_samples(self) -> int:
+        """Samples the training run consumes: max_steps x global batch (at least one epoch)."""
+        max_steps = self.trainer.max_steps if self.trainer is not None else -1
+        if max_steps is None or max_steps < 1:
+            return len(self.splits["train"])
+        return max_steps * self.global_batch_size
+
+    def train_dataset(self) -> MnistResampler:
+        """The training stream: reshuffled every epoch by bionemo-core's seeded permutation."""
+        return MnistResampler(
+            MnistEpochDataset(self.splits["train"]), num_samples=self.num_train_samples(), seed=self.seed
+        )
+
+    def eval_dataset(self, split: str) -> PaddedEvalDataset:
+        """A validation/test split, each item once, in order, padded to whole global batches."""
+        resampler = MnistResampler(MnistEpochDataset(self.splits[split]), num_epochs=1, shuffle=False)
+        return PaddedEvalDataset(resampler, self.global_batch_size)
+
+    def _loader(self, dataset: Dataset[MnistItem], mode: str) -> DataLoader:
+        # WrappedDataLoader carries `mode`: NeMo treats a plain DataLoader as training (resumed sample offset, and
+        # drop_last) even for validation and predict.
+        return WrappedDataLoader(
+            mode=mode,
+            dataset=dataset,
+            batch_size=self.micro_batch_size,
+            num_workers=self.num_workers,
+            collate_fn=collate_microbatch,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:  # noqa: D102
+        return self._loader(self.train_dataset(), "train")
+
+    def val_dataloader(self) -> DataLoader:  # noqa: D102
+        return self._loader(self.eval_dataset("val"), "validation")
+
+    def test_dataloader(self) -> DataLoader:  # noqa: D102
+        return self._loader(self.eval_dataset("test"), "test")
+
+    def predict_dataloader(self) -> DataLoader:  # noqa: D102
+        return self._loader(self.eval_dataset("test"), "predict")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Consumed training samples, saved in every checkpoint so a resumed run starts at the next sample."""
+        steps = self.trainer.global_step - self.data_sampler.init_global_step
+        return {"consumed_samples": self.data_sampler.compute_consumed_samples(steps)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the consumed-sample count (called by Lightning on resume, before the loaders are built)."""
+        consumed = state_dict["consumed_samples"]
+        self.data_sampler.init_consumed_samples = consumed
+        self.data_sampler.prev_consumed_samples = consumed
+        self.data_sampler.init_global_step = self.trainer.global_step
+        self.data_sampler.if_first_step = 1

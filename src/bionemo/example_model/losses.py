@@ -1,0 +1,124 @@
+"""Loss reductions: what each stage optimises, and how microbatch and data-parallel losses are aggregated.
+
+NeMo2 calls `forward(batch, forward_out)` once per microbatch; the first element it returns is what Megatron
+back-propagates (Megatron divides it by the number of microbatches, and its DDP averages gradients over the
+data-parallel ranks). The second element is kept per microbatch and handed to `reduce()` once per step for logging.
+
+Logged losses must be the loss of the *global* batch, identical on every rank: the reduced training loss is part of
+the checkpoint directory name, and ranks that disagree write shards into different directories. So each microbatch
+records its mean *and* its sample count, and `reduce()` forms the sample-weighted mean over all microbatches of all
+data-parallel ranks, which is right even when the last (validation/predict) microbatch is smaller.
+"""
+
+from typing import Generic, Sequence, TypedDict, TypeVar
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from nemo.lightning.megatron_parallel import MegatronLossReduction
+from torch import Tensor
+
+from bionemo.example_model.data import MnistItem
+from bionemo.example_model.model import ExampleFineTuneOutput, ExampleModelOutput
+
+__all__: Sequence[str] = (
+    "ClassifierLossReduction",
+    "MSELossReduction",
+    "MSEPlusClassifierLossReduction",
+    "MicrobatchLoss",
+    "SameSizeLossDict",
+)
+
+
+class SameSizeLossDict(TypedDict):
+    """The original example's per-microbatch record: a mean that is only aggregable over equal-size microbatches."""
+
+    avg: Tensor
+
+
+class MicrobatchLoss(SameSizeLossDict):
+    """A microbatch's mean loss (`avg`, as before) and the number of samples it averages, so means of unequal
+    microbatches and of several ranks can be combined exactly."""
+
+    num_samples: Tensor
+
+
+OutputT = TypeVar("OutputT", ExampleModelOutput, ExampleFineTuneOutput)
+
+
+class _SampleMeanLossReduction(MegatronLossReduction, Generic[OutputT]):
+    """Shared mechanics: subclasses say only how a per-sample loss is computed."""
+
+    def __init__(self, validation_step: bool = False, val_drop_last: bool = True) -> None:
+        # bionemo-llm's BionemoLightningModule constructs validation reductions with `validation_step=True`.
+        super().__init__()
+        self.validation_step = validation_step
+        self.val_drop_last = val_drop_last
+
+    def per_sample_loss(self, batch: MnistItem, forward_out: OutputT) -> Tensor:
+        """Loss of every sample in the microbatch, shape [batch]."""
+        raise NotImplementedError
+
+    def forward(self, batch: MnistItem, forward_out: OutputT) -> tuple[Tensor, MicrobatchLoss]:
+        """Mean loss of this microbatch (to back-propagate) and its record for `reduce()`."""
+        losses = self.per_sample_loss(batch, forward_out).float()
+        valid = (batch["idx"] >= 0).to(losses.dtype)  # evaluation padding (idx -1) weighs nothing
+        count = valid.sum()
+        loss = (losses * valid).sum() / count.clamp(min=1)
+        return loss, {"avg": loss.detach(), "num_samples": count.detach()}
+
+    def reduce(self, losses_reduced_per_micro_batch: Sequence[MicrobatchLoss]) -> Tensor:
+        """Sample-weighted mean over every microbatch of every data-parallel rank (the same value on each rank)."""
+        if not losses_reduced_per_micro_batch:
+            raise ValueError("reduce() needs at least one microbatch record")
+        totals = torch.stack(
+            [
+                torch.stack([(m["avg"].float() * m["num_samples"]).sum(), m["num_samples"].float().sum()])
+                for m in losses_reduced_per_micro_batch
+            ]
+        ).sum(dim=0)
+        group = _data_parallel_group()
+        if group is not None:
+            dist.all_reduce(totals, op=dist.ReduceOp.SUM, group=group)
+        return totals[0] / totals[1]
+
+
+def _data_parallel_group() -> "dist.ProcessGroup | None":
+    """Megatron's data-parallel group when one exists, else the default group, else None (single process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    from megatron.core import parallel_state
+
+    if parallel_state.model_parallel_is_initialized():
+        return parallel_state.get_data_parallel_group()
+    return dist.group.WORLD
+
+
+def _reconstruction_loss(batch: MnistItem, forward_out: ExampleModelOutput) -> Tensor:
+    target = batch["data"].flatten(start_dim=1).to(forward_out["x_hat"].dtype)
+    return F.mse_loss(forward_out["x_hat"], target, reduction="none").mean(dim=1)
+
+
+def _classification_loss(batch: MnistItem, forward_out: ExampleFineTuneOutput) -> Tensor:
+    return F.cross_entropy(forward_out["digit_logits"].float(), batch["label"], reduction="none")
+
+
+class MSELossReduction(_SampleMeanLossReduction[ExampleModelOutput]):
+    """Pretraining: mean squared reconstruction error of the autoencoder."""
+
+    def per_sample_loss(self, batch: MnistItem, forward_out: ExampleModelOutput) -> Tensor:  # noqa: D102
+        return _reconstruction_loss(batch, forward_out)
+
+
+class ClassifierLossReduction(_SampleMeanLossReduction[ExampleFineTuneOutput]):
+    """Finetuning: cross-entropy of the digit classifier."""
+
+    def per_sample_loss(self, batch: MnistItem, forward_out: ExampleFineTuneOutput) -> Tensor:  # noqa: D102
+        return _classification_loss(batch, forward_out)
+
+
+class MSEPlusClassifierLossReduction(_SampleMeanLossReduction[ExampleFineTuneOutput]):
+    """Finetuning both heads: reconstruction error plus classifier cross-entropy, per sample."""
+
+    def per_sample_loss(self, batch: MnistItem, forward_out: ExampleFineTuneOutput) -> Tensor:  # noqa: D102
+        return _reconstruction_loss(batch, forward_out) + _classification_loss(batch, forward_out)

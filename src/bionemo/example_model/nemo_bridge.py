@@ -1,0 +1,88 @@
+"""Bridges for upstream NeMo breakage that is not about CUDA (applied on every device).
+
+Like `cpu_bridge`, each patch names the upstream file and symptom and has a canary test; switch one off with
+`BIONEMO_CPU_BRIDGE_SKIP=name`.
+"""
+
+import sys
+import types
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
+
+from bionemo.example_model.cpu_bridge import PatchSet
+
+__all__: Sequence[str] = ("PATCHES", "install")
+
+PATCHES = PatchSet()
+
+_LLM_STUBS: dict[str, dict[str, Callable]] = {
+    "nemo.collections.llm.modelopt.distill.utils": {
+        "get_tensor_shapes_adjust_fn_for_distillation": lambda *args, **kwargs: None,
+    },
+    "nemo.collections.llm.modelopt.model_utils": {
+        "save_modelopt_state": lambda *args, **kwargs: None,
+        "restore_modelopt_state": lambda *args, **kwargs: None,
+    },
+}
+
+
+@contextmanager
+def _llm_modelopt_stubs() -> Iterator[None]:
+    """Stand-ins for the two modelopt helper modules, present in sys.modules only for the wrapped call."""
+    added = []
+    for name, attrs in _LLM_STUBS.items():
+        if name not in sys.modules:
+            module = types.ModuleType(name)
+            module.__dict__.update(attrs)
+            sys.modules[name] = module
+            added.append(name)
+    try:
+        yield
+    finally:
+        for name in added:
+            sys.modules.pop(name, None)
+
+
+def _call_with_llm_stubs(fn: Callable) -> Callable:
+    def wrapper(*args, **kwargs):
+        with _llm_modelopt_stubs():
+            return fn(*args, **kwargs)
+
+    wrapper.__wrapped__ = fn  # type: ignore[attr-defined]
+    return wrapper
+
+
+@PATCHES.register("skip_llm_collection_import")
+def _skip_llm_collection_import() -> None:
+    """Upstream: nemo/lightning/megatron_parallel.py (`MegatronStep.adjust_tensor_shapes_fn`, every step) and
+    nemo/lightning/pytorch/strategies/megatron_strategy.py (`save_checkpoint`, `load_checkpoint`) import
+    `nemo.collections.llm.modelopt...`, which imports all of nemo.collections.llm (transformers, nemo_run, rich,
+    ...). Symptom: `ModuleNotFoundError` on the first training step without those packages. The functions used are
+    no-ops for a model without modelopt state and pipeline size 1; the stubs are those no-ops, and only exist while the
+    three calls run, so a user who has nemo.collections.llm installed still gets the real package elsewhere."""
+    from nemo.lightning.megatron_parallel import MegatronStep
+    from nemo.lightning.pytorch.strategies.megatron_strategy import MegatronStrategy
+
+    prop = MegatronStep.adjust_tensor_shapes_fn
+    MegatronStep.adjust_tensor_shapes_fn = property(_call_with_llm_stubs(prop.fget))
+    MegatronStrategy.save_checkpoint = _call_with_llm_stubs(MegatronStrategy.save_checkpoint)
+    MegatronStrategy.load_checkpoint = _call_with_llm_stubs(MegatronStrategy.load_checkpoint)
+
+
+@PATCHES.register("context_yaml_without_nemo_run")
+def _context_yaml_without_nemo_run() -> None:
+    """Upstream: nemo/lightning/io/mixin.py `IOMixin._io_dump_yaml` imports nemo_run to write context/model.yaml
+    after context/io.json. Symptom: every checkpoint save logs a failed context dump (ModuleNotFoundError: nemo_run).
+    io.json (what NeMo loads back) is complete without it, so without nemo_run the YAML copy is skipped."""
+    import importlib.util
+
+    from nemo.lightning.io.mixin import IOMixin
+
+    if importlib.util.find_spec("nemo_run") is not None:
+        return
+    IOMixin._io_dump_yaml = lambda self, io, attrs: {}
+
+
+def install() -> list[str]:
+    """Install every patch here (idempotent)."""
+    return PATCHES.install()
