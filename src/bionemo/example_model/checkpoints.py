@@ -4,11 +4,14 @@ a bad `initial_ckpt_path` into one clear error instead of a stack trace from dee
 """
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from torch import nn
+
 
 from bionemo.example_model.errors import ExampleModelError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__: Sequence[str] = (
     "CheckpointError",
@@ -69,7 +72,7 @@ def _not_a_checkpoint(path: Path) -> CheckpointError:
     )
 
 
-def check_initial_checkpoint(model: nn.Module, path: str | Path, skip_prefixes: Sequence[str]) -> None:
+def check_initial_checkpoint(model: "nn.Module", path: str | Path, skip_prefixes: Sequence[str]) -> None:
     """Raise `CheckpointError` unless every weight of `model` outside `skip_prefixes` is in the checkpoint with the
     same shape, and every skip prefix matches at least one weight (a typo would silently load nothing new)."""
     path = Path(path)

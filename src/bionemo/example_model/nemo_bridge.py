@@ -83,6 +83,27 @@ def _context_yaml_without_nemo_run() -> None:
     IOMixin._io_dump_yaml = lambda self, io, attrs: {}
 
 
+@PATCHES.register("progress_printer_rank0_collective")
+def _progress_printer_rank0_collective() -> None:
+    """Upstream: nemo/lightning/pytorch/callbacks/progress_printer.py `ProgressPrinter.on_train_batch_end` runs only
+    on global rank 0 (the printer is disabled elsewhere) and calls `log_megatron_timers`, whose
+    megatron/core/timers.py `_get_elapsed_time_all_ranks` is an all-gather over every rank. Symptom: with 2+ ranks,
+    rank 0 waits in that all-gather while the others wait in the next step's gradient all-reduce: training hangs at
+    the first printed step. A one-rank collective cannot work, so with several ranks the timer report is skipped
+    (progress lines are still printed)."""
+    import torch.distributed as dist
+    from nemo.lightning.pytorch.callbacks.progress_printer import ProgressPrinter
+
+    original = ProgressPrinter.log_megatron_timers
+
+    def log_megatron_timers(self, timers):
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            return None
+        return original(self, timers)
+
+    ProgressPrinter.log_megatron_timers = log_megatron_timers
+
+
 def install() -> list[str]:
     """Install every patch here (idempotent)."""
     return PATCHES.install()

@@ -102,6 +102,7 @@ def _trainer(opts: TrainOptions, callbacks: list, max_steps: int):
         ckpt_optim_fully_reshardable=opts.use_distributed_optimizer,
         ckpt_async_save=False,
         ckpt_load_strictness="log_all",
+        progress_interval=opts.log_every_n_steps,
     )
     return nl.Trainer(
         accelerator=accelerator,
