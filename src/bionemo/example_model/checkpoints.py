@@ -1,12 +1,11 @@
-"""Checkpoints: the callback that writes NeMo2 distributed checkpoints (a .nemo-like directory: `weights/` holding
+"""
+Checkpoints: the callback that writes NeMo2 distributed checkpoints (a .nemo-like directory: `weights/` holding
 Megatron's distributed checkpoint, `context/` holding the serialised trainer/model config), and the checks that turn
 a bad `initial_ckpt_path` into one clear error instead of a stack trace from deep inside Megatron.
 """
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
-
-
 
 from bionemo.example_model.errors import ExampleModelError
 
@@ -27,7 +26,8 @@ class CheckpointError(ExampleModelError, ValueError):
 
 
 def checkpoint_callback(every_n_train_steps: int, save_top_k: int = 1):
-    """NeMo's ModelCheckpoint as resume needs it.
+    """
+    NeMo's ModelCheckpoint as resume needs it.
 
     `save_optim_on_train_end=True`: otherwise the final `-last` checkpoint has no optimizer state and resuming from it
     restarts Adam. The reduced training loss is deliberately not in the file name (it is in the logs): a name must be
@@ -73,7 +73,8 @@ def _not_a_checkpoint(path: Path) -> CheckpointError:
 
 
 def check_initial_checkpoint(model: "nn.Module", path: str | Path, skip_prefixes: Sequence[str]) -> None:
-    """Raise `CheckpointError` unless every weight of `model` outside `skip_prefixes` is in the checkpoint with the
+    """
+    Raise `CheckpointError` unless every weight of `model` outside `skip_prefixes` is in the checkpoint with the
     same shape, and every skip prefix matches at least one weight (a typo would silently load nothing new)."""
     path = Path(path)
     if not path.exists():
@@ -94,7 +95,9 @@ def check_initial_checkpoint(model: "nn.Module", path: str | Path, skip_prefixes
     ckpt_shapes = checkpoint_tensor_shapes(path)
     wanted = {k: s for k, s in model_shapes.items() if not any(k.startswith(p) for p in skip_prefixes)}
     missing = sorted(k for k in wanted if k not in ckpt_shapes)
-    mismatched = sorted(f"{k} {ckpt_shapes[k]} vs {s}" for k, s in wanted.items() if k in ckpt_shapes and ckpt_shapes[k] != s)
+    mismatched = sorted(
+        f"{k} {ckpt_shapes[k]} vs {s}" for k, s in wanted.items() if k in ckpt_shapes and ckpt_shapes[k] != s
+    )
     if missing or mismatched:
         raise CheckpointError(
             f"checkpoint {path} does not fit {type(model).__name__}: "

@@ -1,4 +1,5 @@
-"""`bionemo-mnist`: pretrain -> finetune -> predict on MNIST, as separate stages or one `pipeline`.
+"""
+`bionemo-mnist`: pretrain -> finetune -> predict on MNIST, as separate stages or one `pipeline`.
 
 Only argparse and pathlib are imported at start-up so that `--help` and flag errors answer at once; torch and NeMo
 are imported when a stage runs. Mistakes a user can fix end the run with one line, `error: ...`, and exit code 2.
@@ -46,9 +47,7 @@ def _add_common(p: argparse.ArgumentParser, steps_flags: dict[str, int]) -> None
     for flag, default in steps_flags.items():
         p.add_argument(flag, type=_positive_int, default=default, help=f"optimizer steps (default {default})")
     p.add_argument("--micro-batch-size", type=_positive_int, default=128, help="samples per rank per microbatch")
-    p.add_argument(
-        "--accumulate-grad-batches", type=_positive_int, default=1, help="microbatches per optimizer step"
-    )
+    p.add_argument("--accumulate-grad-batches", type=_positive_int, default=1, help="microbatches per optimizer step")
     p.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate")
     p.add_argument("--val-check-interval", type=_positive_int, default=500, help="steps between validations")
     p.add_argument("--use-distributed-optimizer", action="store_true", help="shard optimizer state over ranks")
@@ -103,7 +102,9 @@ def _check_checkpoint_arg(path: Path, flag: str) -> None:
     from bionemo.example_model.checkpoints import CheckpointError, is_checkpoint
 
     if not path.exists():
-        raise CheckpointError(f"{flag} {path} does not exist; pass the checkpoint directory the previous stage printed")
+        raise CheckpointError(
+            f"{flag} {path} does not exist; pass the checkpoint directory the previous stage printed"
+        )
     if not is_checkpoint(path):
         raise CheckpointError(
             f"{flag} {path} is not a NeMo2 checkpoint (no weights/metadata.json and context/); pass the checkpoint "
@@ -190,9 +191,7 @@ def _command(args: argparse.Namespace) -> Callable[[], None]:
         return lambda: _say(f"pretrain checkpoint: {run_pretrain(args, args.steps, args.out)}")
     if args.command == "finetune":
         _check_checkpoint_arg(args.pretrain_ckpt, "--pretrain-ckpt")
-        return lambda: _say(
-            f"finetune checkpoint: {run_finetune(args, args.steps, args.out, args.pretrain_ckpt)}"
-        )
+        return lambda: _say(f"finetune checkpoint: {run_finetune(args, args.steps, args.out, args.pretrain_ckpt)}")
     _check_checkpoint_arg(args.finetune_ckpt, "--finetune-ckpt")
     return lambda: _say(json.dumps(run_predict(args, args.out, args.finetune_ckpt)))
 

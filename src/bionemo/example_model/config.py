@@ -1,4 +1,5 @@
-"""Model configs: which model and which loss each stage uses, and which checkpoint it starts from.
+"""
+Model configs: which model and which loss each stage uses, and which checkpoint it starts from.
 
 They are bionemo-llm `MegatronBioNeMoTrainableModelConfig`s (so also Megatron `TransformerConfig`s, which carry the
 precision and parallelism settings NeMo fills in). The stages of the main job differ only in the config they pass to
@@ -6,7 +7,7 @@ the one training routine in `train.py`.
 """
 
 from dataclasses import dataclass, field
-from typing import Generic, Sequence, Type, TypeVar
+from typing import Generic, Sequence, TypeVar
 
 from bionemo.llm.model.config import MegatronBioNeMoTrainableModelConfig, TorchmetricsConfig
 from bionemo.llm.utils import iomixin_utils as iom
@@ -25,7 +26,12 @@ from bionemo.example_model.model import (
     ExampleModelTrunk,
 )
 
-__all__: Sequence[str] = ("ExampleFineTuneBothConfig", "ExampleFineTuneConfig", "ExampleGenericConfig", "PretrainConfig")
+__all__: Sequence[str] = (
+    "ExampleFineTuneBothConfig",
+    "ExampleFineTuneConfig",
+    "ExampleGenericConfig",
+    "PretrainConfig",
+)
 
 ExampleModelT = TypeVar("ExampleModelT", bound=ExampleModelTrunk)
 LossT = TypeVar("LossT")
@@ -37,11 +43,12 @@ class ExampleGenericConfig(
     MegatronBioNeMoTrainableModelConfig[ExampleModelT, LossT],
     iom.IOMixinWithGettersSetters,
 ):
-    """Builds `model_cls`, optionally loads `initial_ckpt_path` (skipping keys under
+    """
+    Builds `model_cls`, optionally loads `initial_ckpt_path` (skipping keys under
     `initial_ckpt_skip_keys_with_these_prefixes`), and names the loss reduction NeMo trains it with."""
 
-    model_cls: Type[ExampleModelT] = ExampleModel  # type: ignore[assignment]
-    loss_cls: Type[LossT] = MSELossReduction  # type: ignore[assignment]
+    model_cls: type[ExampleModelT] = ExampleModel  # type: ignore[assignment]
+    loss_cls: type[LossT] = MSELossReduction  # type: ignore[assignment]
     # TransformerConfig insists on these; the example's MLP reads none of them.
     num_layers: int = 1
     hidden_size: int = HIDDEN
@@ -58,7 +65,7 @@ class ExampleGenericConfig(
             self.update_model_from_checkpoint(model, self.initial_ckpt_path)
         return model
 
-    def get_loss_reduction_class(self) -> Type[LossT]:  # noqa: D102
+    def get_loss_reduction_class(self) -> type[LossT]:  # noqa: D102
         return self.loss_cls
 
 
@@ -66,16 +73,16 @@ class ExampleGenericConfig(
 class PretrainConfig(ExampleGenericConfig[ExampleModel, MSELossReduction]):
     """Stage 1: the autoencoder learns to reconstruct digits."""
 
-    model_cls: Type[ExampleModel] = ExampleModel
-    loss_cls: Type[MSELossReduction] = MSELossReduction
+    model_cls: type[ExampleModel] = ExampleModel
+    loss_cls: type[MSELossReduction] = MSELossReduction
 
 
 @dataclass
 class ExampleFineTuneBothConfig(ExampleGenericConfig[ExampleFineTuneBothModel, MSEPlusClassifierLossReduction]):
-    """Autoencoder plus a new digit classifier, trained on both losses; the head is not in the pretrained checkpoint."""
+    """Autoencoder plus a new digit classifier, trained on both losses (the head is new to the checkpoint)."""
 
-    model_cls: Type[ExampleFineTuneBothModel] = ExampleFineTuneBothModel
-    loss_cls: Type[MSEPlusClassifierLossReduction] = MSEPlusClassifierLossReduction
+    model_cls: type[ExampleFineTuneBothModel] = ExampleFineTuneBothModel
+    loss_cls: type[MSEPlusClassifierLossReduction] = MSEPlusClassifierLossReduction
     initial_ckpt_skip_keys_with_these_prefixes: list[str] = field(default_factory=lambda: ["digit_classifier"])
 
 
@@ -83,6 +90,6 @@ class ExampleFineTuneBothConfig(ExampleGenericConfig[ExampleFineTuneBothModel, M
 class ExampleFineTuneConfig(ExampleGenericConfig[ExampleFineTuneModel, ClassifierLossReduction]):
     """Stage 2: the pretrained trunk with a new digit classifier, decoder dropped, trained on cross-entropy."""
 
-    model_cls: Type[ExampleFineTuneModel] = ExampleFineTuneModel
-    loss_cls: Type[ClassifierLossReduction] = ClassifierLossReduction
+    model_cls: type[ExampleFineTuneModel] = ExampleFineTuneModel
+    loss_cls: type[ClassifierLossReduction] = ClassifierLossReduction
     initial_ckpt_skip_keys_with_these_prefixes: list[str] = field(default_factory=lambda: ["digit_classifier"])

@@ -1,4 +1,5 @@
-"""The CPU bridge: the one place where stock NeMo2 / Megatron's CUDA assumptions are patched for CPU-only runs.
+"""
+The CPU bridge: the one place where stock NeMo2 / Megatron's CUDA assumptions are patched for CPU-only runs.
 
 Every patch names the upstream file and the symptom it fixes, is applied only when the run has no CUDA device, and
 has a canary test in tests/unit/test_cpu_bridge.py that runs the scenario with the patch switched off and asserts the
@@ -29,7 +30,8 @@ def _skipped(name: str) -> bool:
 
 
 def make_torchvision_importable() -> None:
-    """Patch `torchvision_op_schemas`: let torchvision (and so lightning, via torchmetrics) import on a CPU torch.
+    """
+    Patch `torchvision_op_schemas`: let torchvision (and so lightning, via torchmetrics) import on a CPU torch.
 
     Upstream: torchvision 0.28 ships only CUDA builds; on a CPU torch its `_C.so` fails to load and
     `torchvision/_meta_registrations.py` then raises `RuntimeError: operator torchvision::nms does not exist` at
@@ -73,7 +75,8 @@ class _BeforeTorchvisionImport(importlib.abc.MetaPathFinder):
 
 
 def make_torchvision_importable_on_import() -> None:
-    """Arrange for `make_torchvision_importable` to run just before torchvision is first imported, whoever imports it
+    """
+    Arrange for `make_torchvision_importable` to run just before torchvision is first imported, whoever imports it
     (lightning -> torchmetrics, bionemo-llm, our data module) and without importing torch now (keeps --help fast)."""
     if "torchvision" not in sys.modules and not any(isinstance(f, _BeforeTorchvisionImport) for f in sys.meta_path):
         sys.meta_path.insert(0, _BeforeTorchvisionImport())
@@ -156,7 +159,8 @@ class _CudaAsCpuMode:
 
 @PATCHES.register("cuda_tensors_on_cpu")
 def _cuda_tensors_on_cpu() -> None:
-    """Hard-coded CUDA tensors and type strings in code every CPU step runs.
+    """
+    Hard-coded CUDA tensors and type strings in code every CPU step runs.
 
     Upstream: megatron/core/optimizer/optimizer.py (`device='cuda'` buffers, `p.data.cuda()`; FP32Optimizer),
     megatron/core/optimizer/clip_grads.py (`device='cuda'` norms; `param.grad.type() == 'torch.cuda.FloatTensor'`
@@ -191,7 +195,8 @@ class _NoStream:
 
 @PATCHES.register("cuda_runtime_on_cpu")
 def _cuda_runtime_on_cpu() -> None:
-    """torch.cuda runtime calls made unconditionally.
+    """
+    torch.cuda runtime calls made unconditionally.
 
     Upstream: nemo/lightning/megatron_parallel.py `init_model_parallel` (`torch.cuda.stream(torch.cuda.Stream())`
     around DDP init), megatron/core/distributed/param_and_grad_buffer.py and distributed_data_parallel.py
@@ -214,7 +219,8 @@ def _cuda_runtime_on_cpu() -> None:
 
 @PATCHES.register("resume_without_cuda_init")
 def _resume_without_cuda_init() -> None:
-    """Upstream: nemo/lightning/io/pl.py `_fix_tensors_device` asserts `torch.cuda.is_initialized()` when a
+    """
+    Upstream: nemo/lightning/io/pl.py `_fix_tensors_device` asserts `torch.cuda.is_initialized()` when a
     checkpoint is loaded (resume, predict). Symptom: `AssertionError: (False, False)`. On CPU every tensor is already
     where it belongs, so the device fix-up is the identity."""
     import nemo.lightning.io.pl as nemo_pl

@@ -1,4 +1,5 @@
-"""MNIST data: the per-item dataset of the original example, the batched epoch-addressed datasets the example
+"""
+MNIST data: the per-item dataset of the original example, the batched epoch-addressed datasets the example
 trains on, and the `MNISTDataModule` that hands them to NeMo's `MegatronDataSampler`.
 
 Every item is addressed the bionemo-core way: a global sample index goes through `MultiEpochDatasetResampler`
@@ -15,10 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence, TypedDict
 
-import torch
-from torch import Tensor
-
 import lightning.pytorch as pl
+import torch
 from bionemo.core.data.multi_epoch_dataset import (
     EpochIndex,
     IdentityMultiEpochDatasetWrapper,
@@ -26,6 +25,7 @@ from bionemo.core.data.multi_epoch_dataset import (
 )
 from nemo.lightning.data import WrappedDataLoader
 from nemo.lightning.pytorch.plugins import MegatronDataSampler
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision.datasets import MNIST
 
@@ -49,7 +49,8 @@ PAD_IDX = -1
 
 
 class MnistItem(TypedDict):
-    """One image (or a batch of them, stacked on dim 0): pixels in [0, 1] as [1, 28, 28] float32, the digit, and its
+    """
+    One image (or a batch of them, stacked on dim 0): pixels in [0, 1] as [1, 28, 28] float32, the digit, and its
     index within its split (-1 for evaluation padding)."""
 
     data: Tensor
@@ -58,7 +59,8 @@ class MnistItem(TypedDict):
 
 
 class MNISTCustomDataset(MNIST):
-    """torchvision's MNIST returning `MnistItem` dicts: the original example's per-item dataset.
+    """
+    torchvision's MNIST returning `MnistItem` dicts: the original example's per-item dataset.
 
     torchvision looks for its files under `root/<class name>/raw`; pinning `raw_folder` to `MNIST` lets this subclass
     read the standard layout (a subclass would otherwise look under `root/MNISTCustomDataset/raw`).
@@ -126,7 +128,8 @@ class MnistResampler(MultiEpochDatasetResampler[MnistItem]):
 
 
 class PaddedEvalDataset(Dataset[MnistItem]):
-    """An evaluation split, each item once in order, padded with `PAD_IDX` items to a multiple of `multiple`.
+    """
+    An evaluation split, each item once in order, padded with `PAD_IDX` items to a multiple of `multiple`.
 
     Megatron's sampler drops an incomplete last validation batch, and gives ranks unequal (even empty) slices of an
     incomplete last predict batch; whole global batches avoid both, and the padding is masked out downstream.
@@ -168,7 +171,8 @@ def load_split_tensors(root: Path, train: bool) -> MnistSplit:
 
 
 class MNISTDataModule(pl.LightningDataModule):
-    """Train (55,000), val (5,000, a seeded split of the 60,000 training images) and test (10,000) MNIST.
+    """
+    Train (55,000), val (5,000, a seeded split of the 60,000 training images) and test (10,000) MNIST.
 
     The training set is sized by `MultiEpochDatasetResampler(num_samples=max_steps x global batch)` so Megatron's
     sampler never runs out, and its consumed-sample count is saved in checkpoints (`state_dict`) so a resumed run

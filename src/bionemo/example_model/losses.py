@@ -1,4 +1,5 @@
-"""Loss reductions: what each stage optimises, and how microbatch and data-parallel losses are aggregated.
+"""
+Loss reductions: what each stage optimises, and how microbatch and data-parallel losses are aggregated.
 
 NeMo2 calls `forward(batch, forward_out)` once per microbatch; the first element it returns is what Megatron
 back-propagates (Megatron divides it by the number of microbatches, and its DDP averages gradients over the
@@ -37,7 +38,8 @@ class SameSizeLossDict(TypedDict):
 
 
 class MicrobatchLoss(SameSizeLossDict):
-    """A microbatch's mean loss (`avg`, as before) and the number of samples it averages, so means of unequal
+    """
+    A microbatch's mean loss (`avg`, as before) and the number of samples it averages, so means of unequal
     microbatches and of several ranks can be combined exactly."""
 
     num_samples: Tensor

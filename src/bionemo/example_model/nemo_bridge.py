@@ -1,4 +1,5 @@
-"""Bridges for upstream NeMo breakage that is not about CUDA (applied on every device).
+"""
+Bridges for upstream NeMo breakage that is not about CUDA (applied on every device).
 
 Like `cpu_bridge`, each patch names the upstream file and symptom and has a canary test; switch one off with
 `BIONEMO_CPU_BRIDGE_SKIP=name`.
@@ -54,7 +55,8 @@ def _call_with_llm_stubs(fn: Callable) -> Callable:
 
 @PATCHES.register("skip_llm_collection_import")
 def _skip_llm_collection_import() -> None:
-    """Upstream: nemo/lightning/megatron_parallel.py (`MegatronStep.adjust_tensor_shapes_fn`, every step) and
+    """
+    Upstream: nemo/lightning/megatron_parallel.py (`MegatronStep.adjust_tensor_shapes_fn`, every step) and
     nemo/lightning/pytorch/strategies/megatron_strategy.py (`save_checkpoint`, `load_checkpoint`) import
     `nemo.collections.llm.modelopt...`, which imports all of nemo.collections.llm (transformers, nemo_run, rich,
     ...). Symptom: `ModuleNotFoundError` on the first training step without those packages. The functions used are
@@ -71,7 +73,8 @@ def _skip_llm_collection_import() -> None:
 
 @PATCHES.register("context_yaml_without_nemo_run")
 def _context_yaml_without_nemo_run() -> None:
-    """Upstream: nemo/lightning/io/mixin.py `IOMixin._io_dump_yaml` imports nemo_run to write context/model.yaml
+    """
+    Upstream: nemo/lightning/io/mixin.py `IOMixin._io_dump_yaml` imports nemo_run to write context/model.yaml
     after context/io.json. Symptom: every checkpoint save logs a failed context dump (ModuleNotFoundError: nemo_run).
     io.json (what NeMo loads back) is complete without it, so without nemo_run the YAML copy is skipped."""
     import importlib.util
@@ -85,7 +88,8 @@ def _context_yaml_without_nemo_run() -> None:
 
 @PATCHES.register("progress_printer_rank0_collective")
 def _progress_printer_rank0_collective() -> None:
-    """Upstream: nemo/lightning/pytorch/callbacks/progress_printer.py `ProgressPrinter.on_train_batch_end` runs only
+    """
+    Upstream: nemo/lightning/pytorch/callbacks/progress_printer.py `ProgressPrinter.on_train_batch_end` runs only
     on global rank 0 (the printer is disabled elsewhere) and calls `log_megatron_timers`, whose
     megatron/core/timers.py `_get_elapsed_time_all_ranks` is an all-gather over every rank. Symptom: with 2+ ranks,
     rank 0 waits in that all-gather while the others wait in the next step's gradient all-reduce: training hangs at

@@ -60,7 +60,9 @@ def plot_confusion_matrix(preds: Predictions, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     im = ax.imshow(cm, cmap="Blues")
     for (i, j), count in __import__("numpy").ndenumerate(cm):
-        ax.text(j, i, str(count), ha="center", va="center", fontsize=7, color="white" if count > cm.max() / 2 else "black")
+        ax.text(
+            j, i, str(count), ha="center", va="center", fontsize=7, color="white" if count > cm.max() / 2 else "black"
+        )
     ax.set(xticks=range(10), yticks=range(10), xlabel="predicted digit", ylabel="true digit")
     ax.set_title(f"MNIST test confusion matrix (accuracy {preds.accuracy:.4f}, n={len(preds.idx)})")
     fig.colorbar(im, ax=ax)

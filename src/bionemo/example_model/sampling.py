@@ -1,4 +1,5 @@
-"""Batched, bit-exact equivalents of bionemo-core's per-index epoch shuffling.
+"""
+Batched, bit-exact equivalents of bionemo-core's per-index epoch shuffling.
 
 `MultiEpochDatasetResampler` maps one global sample index at a time to an `EpochIndex`, calling
 `bionemo.core.data.permute.permute` in Python for each. The example's fast data path gathers whole batches at
@@ -50,7 +51,8 @@ def _smear_mask(length: int) -> int:
 
 
 def check_resampler_args(dataset_len: int, shuffle: bool) -> None:
-    """Reject resampler settings that upstream only fails on later, with an obscure message.
+    """
+    Reject resampler settings that upstream only fails on later, with an obscure message.
 
     Upstream's `permute` refuses ranges of length <= 1, so a shuffled one-item dataset builds fine and then raises
     "The length of the permuted range must be greater than 1." on its first sample. Call this when building the
@@ -95,7 +97,8 @@ def _to_tensor_like(values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
 
 
 def _permute_array(index: np.ndarray, length: int, seed: int | np.ndarray) -> np.ndarray:
-    """Core of `permute` for a flat int64 array; `seed` is one int or an int64 array aligned with `index`.
+    """
+    Core of `permute` for a flat int64 array; `seed` is one int or an int64 array aligned with `index`.
 
     Arguments are assumed valid. Every operand is a full-length array because, for batch-sized arrays, a NumPy
     ufunc with a scalar operand costs ~3x one with an array operand (the scalar is converted on every call), and
@@ -171,7 +174,8 @@ def _permute_array(index: np.ndarray, length: int, seed: int | np.ndarray) -> np
 
 
 def permute_many(indices: torch.Tensor, length: int, seed: int) -> torch.Tensor:
-    """Apply `bionemo.core.data.permute.permute(i, length, seed)` to every entry of `indices` at once.
+    """
+    Apply `bionemo.core.data.permute.permute(i, length, seed)` to every entry of `indices` at once.
 
     Bitwise identical to upstream for Python-int and `np.int64` seeds (see the module docstring for why int64
     arithmetic is exact), without a Python loop per index.
@@ -210,7 +214,8 @@ def permute_many(indices: torch.Tensor, length: int, seed: int) -> torch.Tensor:
 def resampler_epoch_indices(
     resampler: MultiEpochDatasetResampler, global_indices: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Map a batch of global sample indices to `(epoch, idx)` exactly as `resampler` does one index at a time.
+    """
+    Map a batch of global sample indices to `(epoch, idx)` exactly as `resampler` does one index at a time.
 
     Equals `resampler._global_index_to_permuted_local_index(i)` for each `i`: `epoch = i // n`, and `idx` is
     `i % n` permuted with `resampler.epoch_seeds[epoch]` when `resampler.shuffle`, else `i % n` unchanged,

