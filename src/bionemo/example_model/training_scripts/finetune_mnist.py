@@ -1,4 +1,4 @@
-"""Original entry point: `python -m bionemo.example_model.training_scripts.finetune_mnist --pretrain_ckpt_dirpath DIR`."""
+"""Original entry point: `python -m ...training_scripts.finetune_mnist --pretrain_ckpt_dirpath DIR`."""
 
 import sys
 
