@@ -211,7 +211,9 @@ def predict(config: ExampleGenericConfig, opts: TrainOptions) -> Predictions:
     opts.check()
     trainer = _trainer(opts, [*opts.extra_callbacks], max_steps=1)
     module = _module(config, opts)
-    batches = trainer.predict(module, datamodule=_data(opts), return_predictions=True)
+    data = _data(opts)
+    data.data_sampler.output_log = False  # NeMo's sampler would self.log() in predict, which Lightning forbids
+    batches = trainer.predict(module, datamodule=data, return_predictions=True)
     local = {key: torch.cat([b[key].detach().cpu() for b in batches]) for key in ("idx", "label", "digit_logits")}
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         shards: list = [None] * torch.distributed.get_world_size()
