@@ -1,0 +1,301 @@
+"""
+Scenarios for tests/unit/test_cpu_bridge.py: real CPU NeMo runs, each in a process of its own, with chosen bridge
+patches switched off through `BIONEMO_CPU_BRIDGE_SKIP`.
+
+    python bridge_scenarios.py torchvision                     # import torchvision (no NeMo: a process of its own)
+    python bridge_scenarios.py run SCENARIO DATA_DIR WORK_DIR  # one scenario in this process (debugging)
+    python bridge_scenarios.py batch JOBS_JSON RESULTS_JSON    # many scenarios, each in a forked child
+
+Importing NeMo takes ~15 s, training the tiny model a few seconds. `batch` therefore imports NeMo once and forks one
+child per job: nothing is patched before the fork (the bridges are installed by `train()` inside the child, and the
+child checks that), so every child starts as a fresh CPU run would, with its own `BIONEMO_CPU_BRIDGE_SKIP`, its own
+session and process group (killed as a whole on timeout), and its output in its own log file.
+
+Two-rank jobs start both ranks as forked children with torchrun's environment (`RANK`, `LOCAL_RANK`, `WORLD_SIZE`,
+`MASTER_ADDR`, `MASTER_PORT`): Lightning then treats the processes as launched externally (as under torchrun or
+SLURM) instead of re-executing the command line per rank.
+
+Every scenario prints `SCENARIO_OK <name>` as its last line when it succeeds. Must stay importable without side
+effects: NeMo may start `spawn` processes that re-import the main module.
+"""
+
+import faulthandler
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+
+SKIP_ENV = "BIONEMO_CPU_BRIDGE_SKIP"
+OK = "SCENARIO_OK"
+
+
+def _ok(name: str) -> None:
+    print(f"{OK} {name}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Scenarios
+
+
+def scenario_torchvision() -> None:
+    """The package's import hook must make torchvision (datasets + transforms) importable on a CPU-only torch."""
+    import importlib
+
+    import bionemo.example_model  # noqa: F401  (installs the hook that runs before torchvision's first import)
+
+    # Imported only now, whatever an import sorter does: the package must be imported first, as in every real run.
+    torchvision = importlib.import_module("torchvision")
+    importlib.import_module("torchvision.datasets")
+    importlib.import_module("torchvision.transforms")
+    print(f"torchvision {torchvision.__version__} imported", flush=True)
+    _ok("torchvision")
+
+
+def _assert_nothing_patched_yet() -> None:
+    from bionemo.example_model import cpu_bridge, nemo_bridge
+
+    installed = cpu_bridge.PATCHES.installed + nemo_bridge.PATCHES.installed
+    assert not installed, f"patches installed before the scenario started (not a fresh process?): {installed}"
+
+
+class _ContextDumpFailures:
+    """Collects NeMo's logged 'Failed to dump ... context' warnings (ModelCheckpoint catches the exception)."""
+
+    def __init__(self) -> None:
+        import logging
+
+        self.messages: list[str] = []
+        outer = self
+
+        class Handler(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                message = record.getMessage()
+                if "Failed to dump" in message:
+                    outer.messages.append(message)
+
+        logging.getLogger("nemo_logger").addHandler(Handler())  # NeMo's logger does not propagate to the root
+
+    def check(self, stage: str) -> None:
+        if self.messages:
+            raise RuntimeError(f"{stage}: NeMo logged a failed context dump: {self.messages[0]}")
+
+
+def _opts(data_dir: Path, **kwargs):
+    from bionemo.example_model.train import TrainOptions
+
+    base = dict(accelerator="cpu", val_check_interval=2, limit_val_batches=1, micro_batch_size=16, data_dir=data_dir)
+    return TrainOptions(**{**base, **kwargs})
+
+
+def scenario_pretrain_resume(data_dir: Path, work_dir: Path) -> None:
+    """Pretrain 2 steps (fresh start, checkpoint save), then resume the same run to 4 steps (checkpoint load)."""
+    from bionemo.example_model import cpu_bridge, nemo_bridge
+    from bionemo.example_model.config import PretrainConfig
+    from bionemo.example_model.train import train
+
+    _assert_nothing_patched_yet()
+    dumps = _ContextDumpFailures()
+    run_dir = work_dir / "pretrain"
+    ckpt = train(PretrainConfig(), _opts(data_dir, max_steps=2), run_dir, "pretrain")
+    dumps.check("pretrain")
+    assert (ckpt / "context" / "io.json").is_file(), f"no context/io.json in {ckpt}"
+    print(f"PRETRAIN_DONE {ckpt}", flush=True)
+    resumed = train(PretrainConfig(), _opts(data_dir, max_steps=4), run_dir, "pretrain")
+    dumps.check("resume")
+    assert "step=3" in resumed.name, f"resume did not reach step 4: {resumed}"
+    print(f"RESUME_DONE {resumed}", flush=True)
+    print(f"INSTALLED {json.dumps(cpu_bridge.PATCHES.installed + nemo_bridge.PATCHES.installed)}", flush=True)
+    _ok("pretrain_resume")
+
+
+def scenario_ddp_progress(data_dir: Path, work_dir: Path) -> None:
+    """One rank of a 2-rank CPU pretrain whose ProgressPrinter prints (and reports Megatron timers) at every step."""
+    from bionemo.example_model import cpu_bridge, nemo_bridge
+    from bionemo.example_model.config import PretrainConfig
+    from bionemo.example_model.train import train
+
+    _assert_nothing_patched_yet()
+    opts = _opts(data_dir, max_steps=3, val_check_interval=3, devices=2, log_every_n_steps=1)
+    ckpt = train(PretrainConfig(), opts, work_dir / "ddp", "pretrain")
+    print(f"RANK {os.environ.get('RANK')} DONE {ckpt}", flush=True)
+    print(f"INSTALLED {json.dumps(cpu_bridge.PATCHES.installed + nemo_bridge.PATCHES.installed)}", flush=True)
+    _ok("ddp_progress")
+
+
+def scenario_install_twice(data_dir: Path, work_dir: Path) -> None:
+    """`PatchSet.install()` twice: every patch function runs once; the CUDA-as-CPU mode is pushed once."""
+    from torch.overrides import _get_current_function_mode_stack
+
+    from bionemo.example_model import cpu_bridge, nemo_bridge
+
+    _assert_nothing_patched_yet()
+    calls: dict[str, int] = {}
+
+    def counting(name, fn):
+        def wrapper():
+            calls[name] = calls.get(name, 0) + 1
+            return fn()
+
+        return wrapper
+
+    for patch_set in (cpu_bridge.PATCHES, nemo_bridge.PATCHES):
+        for name, fn in list(patch_set.patches.items()):
+            patch_set.patches[name] = counting(name, fn)
+    result = {
+        "first": cpu_bridge.PATCHES.install(),
+        "second": cpu_bridge.PATCHES.install(),
+        "module_level": cpu_bridge.install(),
+        "nemo_first": nemo_bridge.PATCHES.install(),
+        "nemo_second": nemo_bridge.install(),
+        "calls": calls,
+        "registered": list(cpu_bridge.PATCHES.patches) + list(nemo_bridge.PATCHES.patches),
+        "function_modes": len(_get_current_function_mode_stack()),
+    }
+    print(f"INSTALL_RESULT {json.dumps(result)}", flush=True)
+    _ok("install_twice")
+
+
+SCENARIOS = {
+    "pretrain_resume": scenario_pretrain_resume,
+    "ddp_progress": scenario_ddp_progress,
+    "install_twice": scenario_install_twice,
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Batch runner: import once, fork per job.
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _child(job: dict, env: dict, log: Path) -> None:
+    """In a forked child: point stdout/stderr at `log`, set the environment, run the scenario; never returns."""
+    code = 1
+    try:
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        os.environ.update(env)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # stacks into the log before a timeout kill
+        if job["skip"]:
+            os.environ[SKIP_ENV] = ",".join(job["skip"])
+        else:
+            os.environ.pop(SKIP_ENV, None)
+        work_dir = Path(job["work_dir"])
+        work_dir.mkdir(parents=True, exist_ok=True)
+        print(f"job {job['name']}: {job['scenario']} with {SKIP_ENV}={os.environ.get(SKIP_ENV, '')!r}", flush=True)
+        SCENARIOS[job["scenario"]](Path(job["data_dir"]), work_dir)
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _fork(job: dict, env: dict, log: Path) -> int:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        _child(job, env, log)
+    return pid
+
+
+def _run_job(job: dict) -> dict:
+    """Run one job (all its ranks) in a new session; kill the session's process group on timeout."""
+    log_dir = Path(job["work_dir"])
+    log_dir.mkdir(parents=True, exist_ok=True)
+    ranks = job.get("ranks", 1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    leader = os.fork()
+    if leader == 0:  # session leader: forks the ranks, waits for them, exits with the first non-zero code
+        os.setsid()
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        code = 1
+        try:
+            port = _free_port()
+            pids = []
+            for rank in range(ranks):
+                env = {}
+                if ranks > 1:
+                    env = dict(
+                        MASTER_ADDR="127.0.0.1",
+                        MASTER_PORT=str(port),
+                        WORLD_SIZE=str(ranks),
+                        RANK=str(rank),
+                        LOCAL_RANK=str(rank),
+                        NODE_RANK="0",
+                    )
+                pids.append(_fork(job, env, log_dir / f"rank{rank}.log"))
+            codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
+            code = next((c for c in codes if c != 0), 0)
+        finally:
+            os._exit(code if code >= 0 else 128 - code)
+    start = time.monotonic()
+    deadline = start + job["timeout"]
+    timed_out = False
+    while True:
+        pid, status = os.waitpid(leader, os.WNOHANG)
+        if pid:
+            rc = os.waitstatus_to_exitcode(status)
+            break
+        if time.monotonic() > deadline:
+            timed_out = True
+            try:
+                os.killpg(leader, signal.SIGUSR1)  # the ranks dump their stacks (the leader ignores it)
+                time.sleep(2)
+                os.killpg(leader, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            rc = os.waitstatus_to_exitcode(os.waitpid(leader, 0)[1])
+            break
+        time.sleep(0.2)
+    try:  # reap anything of the group that outlived its leader
+        os.killpg(leader, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    logs = {f"rank{r}": (log_dir / f"rank{r}.log").read_text(errors="replace") for r in range(ranks)}
+    return dict(rc=rc, timed_out=timed_out, seconds=round(time.monotonic() - start, 1), logs=logs)
+
+
+def batch(jobs_json: Path, results_json: Path) -> None:
+    """Run the jobs of `jobs_json` one after another; write {name: result} to `results_json` after each."""
+    jobs = json.loads(jobs_json.read_text())
+    t = time.monotonic()
+    # Everything the scenarios import, imported once here (importing patches nothing but torchvision, through the
+    # package's import hook: so the package comes first, as in every real run, whatever an import sorter does).
+    import importlib
+
+    for module in ("bionemo.example_model.train", "nemo.lightning", "nemo.lightning.io.pl", "nemo.lightning.pytorch"):
+        importlib.import_module(module)
+
+    _assert_nothing_patched_yet()
+    results: dict = {"_import_seconds": round(time.monotonic() - t, 1)}
+    for job in jobs:
+        results[job["name"]] = _run_job(job)
+        print(f"{job['name']}: rc={results[job['name']]['rc']} {results[job['name']]['seconds']} s", flush=True)
+        results_json.write_text(json.dumps(results))
+
+
+if __name__ == "__main__":
+    command = sys.argv[1]
+    if command == "torchvision":
+        scenario_torchvision()
+    elif command == "run":
+        SCENARIOS[sys.argv[2]](Path(sys.argv[3]), Path(sys.argv[4]))
+    elif command == "batch":
+        batch(Path(sys.argv[2]), Path(sys.argv[3]))
+    else:
+        sys.exit(f"unknown command {command!r}")

@@ -1,0 +1,394 @@
+"""
+Canaries for the bridges in `bionemo.example_model.cpu_bridge` and `bionemo.example_model.nemo_bridge`.
+
+For every patch, two tests on a real CPU NeMo run (the scenarios are in `bridge_scenarios.py`):
+
+- `test_<patch>_makes_<scenario>_work`: with every patch on, the scenario succeeds (and the patch was installed);
+- `test_without_<patch>_upstream_still_fails_with_<symptom>`: with only that patch switched off
+  (`BIONEMO_CPU_BRIDGE_SKIP=<patch>`), the scenario fails with the upstream symptom the patch documents. When
+  upstream is fixed this canary fails, and its message says to delete the patch.
+
+The symptoms observed with torch 2.13.0+cpu, megatron-core and NeMo as pinned (and what each canary asserts):
+
+- torchvision_op_schemas: importing torchvision raises `RuntimeError: operator torchvision::nms does not exist`.
+- cuda_runtime_on_cpu: `RuntimeError: torch.cuda.Stream requires CUDA support`, from
+  nemo/lightning/megatron_parallel.py `init_model_parallel` during `trainer.fit` setup. It is the first CUDA call
+  of a CPU run, before the model and optimizer exist, so it is this patch's symptom even with the other on.
+- cuda_tensors_on_cpu: `AssertionError: Torch not compiled with CUDA enabled` (torch's `_lazy_init`; an
+  AssertionError, not a RuntimeError, on this torch) from megatron/core/optimizer/optimizer.py `FP32Optimizer.__init__`
+  (`torch.tensor([1.0], device='cuda')`), when the optimizer is built: the first hard-coded CUDA tensor reached once
+  cuda_runtime_on_cpu has got the run past `init_model_parallel`.
+- resume_without_cuda_init: the fresh pretrain works; resuming it fails in nemo/lightning/io/pl.py
+  `_fix_tensors_device` with `AssertionError: (False, False)`.
+- skip_llm_collection_import: the first training step (`MegatronStep.adjust_tensor_shapes_fn`) imports
+  nemo.collections.llm and fails with `ModuleNotFoundError: No module named ...` (here `'rich'`, from
+  nemo/collections/llm/peft/api.py; which package is missing first depends on the environment).
+- context_yaml_without_nemo_run: training does not stop, ModelCheckpoint catches the error and logs
+  `Failed to dump training context for checkpoint <path>: No module named 'nemo_run'`; the scenario turns that
+  logged warning into a failure.
+- progress_printer_rank0_collective: a 2-rank run with the printer printing every step never finishes. Rank 0
+  prints every progress line (its extra timer all-gathers are paired with rank 1's other gloo collectives, so the
+  steps do not block), then both ranks hang in `broadcast` in nemo's ModelCheckpoint `file_exists` at the first
+  checkpoint save: the ranks' collective sequences no longer match. The canary asserts the hang (timeout, with the
+  all-patches run finishing well inside it) and that rank 0 printed its progress lines.
+
+NeMo imports in ~15 s, so the NeMo scenarios run as jobs of one `bridge_scenarios.py batch` process that imports
+once and forks one fresh child per (scenario, skip set), each installing the bridges itself; only the jobs the
+selected tests need are run.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).with_name("bridge_scenarios.py")
+SKIP_ENV = "BIONEMO_CPU_BRIDGE_SKIP"
+OK = "SCENARIO_OK"
+HANG_TIMEOUT_S = 60  # the 2-rank run with every patch on takes ~10 s here
+JOB_TIMEOUT_S = 150
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.skipif(
+    torch.version.cuda is not None,
+    reason="the canaries document the symptoms of a CPU-only torch; on a CUDA torch the CPU bridges are not used",
+)
+
+
+_DROPPED_ENV = (SKIP_ENV, "RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def _env(skip: list[str] | None = None) -> dict[str, str]:
+    """This environment without any bridge switch or launcher variables, plus `BIONEMO_CPU_BRIDGE_SKIP=skip`."""
+    env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
+    env["PYTHONUNBUFFERED"] = "1"
+    if skip:
+        env[SKIP_ENV] = ",".join(skip)
+    return env
+
+
+def _tail(text: str, n: int = 4000) -> str:
+    return text if len(text) <= n else "...\n" + text[-n:]
+
+
+def _upstream_fixed(patch: str, module: str, symptom: str, rc: int, output: str) -> str:
+    return (
+        f"UPSTREAM FIXED? With the {patch!r} bridge switched off ({SKIP_ENV}={patch}) the scenario no longer fails "
+        f"with the documented upstream symptom {symptom!r} (exit code {rc}). If it now succeeds, upstream is fixed: "
+        f"delete the {patch!r} patch from {module} and this canary. If it fails differently, upstream changed: "
+        f"update the patch's docstring and this canary.\n--- output ---\n{_tail(output)}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# torchvision: no NeMo needed, one plain subprocess each.
+
+
+def _torchvision(skip: list[str] | None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "torchvision"],
+        env=_env(skip),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_torchvision_op_schemas_makes_torchvision_import_work():
+    proc = _torchvision(None)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and f"{OK} torchvision" in output, _tail(output)
+
+
+def test_without_torchvision_op_schemas_upstream_still_fails_with_nms_operator_missing():
+    proc = _torchvision(["torchvision_op_schemas"])
+    output = proc.stdout + proc.stderr
+    symptom = "RuntimeError: operator torchvision::nms does not exist"
+    assert proc.returncode != 0 and symptom in output, _upstream_fixed(
+        "torchvision_op_schemas", "cpu_bridge.py", symptom, proc.returncode, output
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# NeMo scenarios: jobs of one batch process.
+
+# name: (scenario, skipped patches, ranks, timeout in s); run in this order (the hang reference before the hang).
+JOBS: dict[str, tuple[str, list[str], int, int]] = {
+    "all_on": ("pretrain_resume", [], 1, JOB_TIMEOUT_S),
+    "install_twice": ("install_twice", [], 1, JOB_TIMEOUT_S),
+    **{
+        f"without_{patch}": ("pretrain_resume", [patch], 1, JOB_TIMEOUT_S)
+        for patch in (
+            "cuda_tensors_on_cpu",
+            "cuda_runtime_on_cpu",
+            "resume_without_cuda_init",
+            "skip_llm_collection_import",
+            "context_yaml_without_nemo_run",
+        )
+    },
+    "ddp_all_on": ("ddp_progress", [], 2, JOB_TIMEOUT_S),
+    "ddp_without_progress_printer_rank0_collective": (
+        "ddp_progress",
+        ["progress_printer_rank0_collective"],
+        2,
+        HANG_TIMEOUT_S,
+    ),
+}
+
+
+def uses(*jobs: str):
+    """Declare the batch jobs a test reads (the batch runs only the jobs of the selected tests)."""
+
+    def mark(fn):
+        fn.bridge_jobs = jobs
+        return fn
+
+    return mark
+
+
+@pytest.fixture(scope="module")
+def runs(request, mnist_root, tmp_path_factory) -> dict:
+    """{job name: {rc, timed_out, seconds, logs: {rank0: text, ...}}} for every job the selected tests use."""
+    module = sys.modules[__name__]
+    needed = {
+        job
+        for item in request.session.items
+        if getattr(item, "module", None) is module
+        for job in getattr(getattr(item, "function", None), "bridge_jobs", ())
+    }
+    root = tmp_path_factory.mktemp("bridge")
+    jobs = [
+        dict(
+            name=name,
+            scenario=scenario,
+            skip=skip,
+            ranks=ranks,
+            timeout=timeout,
+            data_dir=str(mnist_root),
+            work_dir=str(root / name),
+        )
+        for name, (scenario, skip, ranks, timeout) in JOBS.items()
+        if name in needed
+    ]
+    (root / "jobs.json").write_text(json.dumps(jobs))
+    results_path = root / "results.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "batch", str(root / "jobs.json"), str(results_path)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120 + sum(job["timeout"] + 15 for job in jobs),
+    )
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    missing = [job["name"] for job in jobs if job["name"] not in results]
+    assert proc.returncode == 0 and not missing, (
+        f"the scenario batch failed (rc {proc.returncode}), jobs without a result: {missing}\n"
+        f"{_tail(proc.stdout + proc.stderr)}"
+    )
+    return results
+
+
+def _log(runs: dict, job: str, rank: int = 0) -> str:
+    return runs[job]["logs"][f"rank{rank}"]
+
+
+def _installed(log: str) -> list[str]:
+    line = next((line for line in log.splitlines() if line.startswith("INSTALLED ")), None)
+    assert line is not None, f"the scenario did not report its installed patches\n{_tail(log)}"
+    return json.loads(line.removeprefix("INSTALLED "))
+
+
+def _assert_succeeded(runs: dict, job: str, patch: str, *markers: str, ranks: int = 1) -> None:
+    for rank in range(ranks):
+        log = _log(runs, job, rank)
+        for marker in (*markers, OK):
+            assert runs[job]["rc"] == 0 and marker in log, (
+                f"job {job!r} (every bridge on) failed (rc {runs[job]['rc']}, rank {rank}, missing {marker!r})\n"
+                f"{_tail(log)}"
+            )
+        assert patch in _installed(log), f"the {patch!r} bridge was not installed in job {job!r}"
+
+
+def _assert_canary(runs: dict, job: str, patch: str, module: str, symptom: str, *evidence: str) -> str:
+    """The job failed, its log has `symptom` and every `evidence` string (where it comes from); returns the log."""
+    log = _log(runs, job)
+    rc = runs[job]["rc"]
+    assert rc != 0 and OK not in log and symptom in log, _upstream_fixed(patch, module, symptom, rc, log)
+    for text in evidence:
+        assert text in log, _upstream_fixed(patch, module, f"{symptom} ({text})", rc, log)
+    return log
+
+
+# --- cuda_runtime_on_cpu ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@uses("all_on")
+def test_cuda_runtime_on_cpu_makes_cpu_pretrain_work(runs):
+    _assert_succeeded(runs, "all_on", "cuda_runtime_on_cpu", "PRETRAIN_DONE")
+
+
+@pytest.mark.slow
+@uses("without_cuda_runtime_on_cpu")
+def test_without_cuda_runtime_on_cpu_upstream_still_fails_with_cuda_stream_requires_cuda(runs):
+    # First CUDA call of any CPU run: nemo/lightning/megatron_parallel.py init_model_parallel, during fit setup.
+    _assert_canary(
+        runs,
+        "without_cuda_runtime_on_cpu",
+        "cuda_runtime_on_cpu",
+        "cpu_bridge.py",
+        "RuntimeError: torch.cuda.Stream requires CUDA support",
+        "in init_model_parallel",
+    )
+
+
+# --- cuda_tensors_on_cpu ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@uses("all_on")
+def test_cuda_tensors_on_cpu_makes_cpu_pretrain_work(runs):
+    _assert_succeeded(runs, "all_on", "cuda_tensors_on_cpu", "PRETRAIN_DONE")
+
+
+@pytest.mark.slow
+@uses("without_cuda_tensors_on_cpu")
+def test_without_cuda_tensors_on_cpu_upstream_still_fails_with_torch_not_compiled_with_cuda(runs):
+    # With cuda_runtime_on_cpu on, the first hard-coded CUDA tensor is FP32Optimizer's `device='cuda'` loss scale,
+    # built with the optimizer; this torch reports it as an AssertionError from torch.cuda._lazy_init.
+    _assert_canary(
+        runs,
+        "without_cuda_tensors_on_cpu",
+        "cuda_tensors_on_cpu",
+        "cpu_bridge.py",
+        "Torch not compiled with CUDA enabled",
+        "megatron/core/optimizer/optimizer.py",
+    )
+
+
+# --- resume_without_cuda_init ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@uses("all_on")
+def test_resume_without_cuda_init_makes_cpu_resume_work(runs):
+    _assert_succeeded(runs, "all_on", "resume_without_cuda_init", "PRETRAIN_DONE", "RESUME_DONE")
+    assert "Restored all states from the checkpoint" in _log(runs, "all_on"), "the second train() did not resume"
+
+
+@pytest.mark.slow
+@uses("without_resume_without_cuda_init")
+def test_without_resume_without_cuda_init_upstream_still_fails_with_fix_tensors_device_assertion(runs):
+    log = _assert_canary(
+        runs,
+        "without_resume_without_cuda_init",
+        "resume_without_cuda_init",
+        "cpu_bridge.py",
+        "AssertionError: (False, False)",
+        "in _fix_tensors_device",
+        "nemo/lightning/io/pl.py",
+    )
+    assert "PRETRAIN_DONE" in log, f"the fresh pretrain should not need this patch\n{_tail(log)}"
+
+
+# --- skip_llm_collection_import --------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@uses("all_on")
+def test_skip_llm_collection_import_makes_train_save_and_resume_work(runs):
+    _assert_succeeded(runs, "all_on", "skip_llm_collection_import", "PRETRAIN_DONE", "RESUME_DONE")
+
+
+@pytest.mark.slow
+@uses("without_skip_llm_collection_import")
+def test_without_skip_llm_collection_import_upstream_still_fails_with_module_not_found(runs):
+    # Which dependency of nemo.collections.llm is missing first depends on the environment ('rich' here).
+    _assert_canary(
+        runs,
+        "without_skip_llm_collection_import",
+        "skip_llm_collection_import",
+        "nemo_bridge.py",
+        "ModuleNotFoundError: No module named",
+        "in adjust_tensor_shapes_fn",
+        "nemo/collections/llm/__init__.py",
+    )
+
+
+# --- context_yaml_without_nemo_run -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@uses("all_on")
+def test_context_yaml_without_nemo_run_makes_checkpoint_context_dump_work(runs):
+    _assert_succeeded(runs, "all_on", "context_yaml_without_nemo_run", "PRETRAIN_DONE", "RESUME_DONE")
+    assert "Failed to dump" not in _log(runs, "all_on")
+
+
+@pytest.mark.slow
+@uses("without_context_yaml_without_nemo_run")
+def test_without_context_yaml_without_nemo_run_upstream_still_fails_with_failed_context_dump(runs):
+    # NeMo's ModelCheckpoint catches the error and only logs it; the scenario turns the logged warning into a failure.
+    _assert_canary(
+        runs,
+        "without_context_yaml_without_nemo_run",
+        "context_yaml_without_nemo_run",
+        "nemo_bridge.py",
+        "Failed to dump training context for checkpoint",
+        "No module named 'nemo_run'",
+    )
+
+
+# --- progress_printer_rank0_collective -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.multirank
+@uses("ddp_all_on")
+def test_progress_printer_rank0_collective_makes_two_rank_training_work(runs):
+    _assert_succeeded(runs, "ddp_all_on", "progress_printer_rank0_collective", "DONE", ranks=2)
+    assert "Training epoch 0, iteration 2/2" in _log(runs, "ddp_all_on"), "rank 0 did not print every step"
+
+
+@pytest.mark.slow
+@pytest.mark.multirank
+@uses("ddp_all_on", "ddp_without_progress_printer_rank0_collective")
+def test_without_progress_printer_rank0_collective_upstream_still_fails_with_two_rank_hang(runs):
+    reference = runs["ddp_all_on"]
+    assert reference["rc"] == 0 and reference["seconds"] < HANG_TIMEOUT_S / 3, (
+        f"inconclusive: the 2-rank run with every bridge on must finish well inside the {HANG_TIMEOUT_S} s hang "
+        f"timeout, it took {reference['seconds']} s (rc {reference['rc']})"
+    )
+    job = "ddp_without_progress_printer_rank0_collective"
+    result = runs[job]
+    log = "\n".join(f"=== rank {r}\n{_log(runs, job, r)}" for r in range(2))
+    symptom = f"2-rank run still running after {HANG_TIMEOUT_S} s (hang)"
+    assert result["timed_out"] and OK not in log, _upstream_fixed(
+        "progress_printer_rank0_collective", "nemo_bridge.py", symptom, result["rc"], log
+    )
+    # The hang is after rank 0's printer ran (and so issued its rank-0-only timer all-gather).
+    assert "Training epoch 0, iteration 0/2" in _log(runs, job, 0), _upstream_fixed(
+        "progress_printer_rank0_collective", "nemo_bridge.py", symptom + " after a printed step", result["rc"], log
+    )
+
+
+# --- PatchSet --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@uses("install_twice")
+def test_patchset_install_is_idempotent(runs):
+    log = _log(runs, "install_twice")
+    assert runs["install_twice"]["rc"] == 0, _tail(log)
+    line = next(line for line in log.splitlines() if line.startswith("INSTALL_RESULT "))
+    result = json.loads(line.removeprefix("INSTALL_RESULT "))
+    cpu = ["cuda_tensors_on_cpu", "cuda_runtime_on_cpu", "resume_without_cuda_init"]
+    nemo = ["skip_llm_collection_import", "context_yaml_without_nemo_run", "progress_printer_rank0_collective"]
+    assert result["registered"] == cpu + nemo
+    assert result["first"] == result["second"] == result["module_level"] == cpu
+    assert result["nemo_first"] == result["nemo_second"] == nemo
+    assert result["calls"] == {name: 1 for name in cpu + nemo}
+    assert result["function_modes"] == 1, "the CUDA-as-CPU TorchFunctionMode was pushed more than once"
