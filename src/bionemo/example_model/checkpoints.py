@@ -64,8 +64,8 @@ def checkpoint_tensor_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
 
 
 def _not_a_checkpoint(path: Path) -> CheckpointError:
-    found = sorted(str(p.parent.parent) for p in path.glob("**/weights/metadata.json"))
-    hint = f" Checkpoints below it: {', '.join(found[-3:])}." if found else ""
+    found = sorted({p.parent.parent for p in path.glob("**/weights/metadata.json")}, key=lambda p: p.stat().st_mtime)
+    hint = f" Latest checkpoints below it: {', '.join(map(str, found[-3:]))}." if found else ""
     return CheckpointError(
         f"{path} is not a NeMo2 checkpoint (it has no weights/metadata.json and context/). Pass the checkpoint "
         f"directory a training stage printed.{hint}"

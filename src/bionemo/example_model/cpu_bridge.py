@@ -166,8 +166,9 @@ def _cuda_tensors_on_cpu() -> None:
     megatron/core/optimizer/clip_grads.py (`device='cuda'` norms; `param.grad.type() == 'torch.cuda.FloatTensor'`
     with the default clip_grad=1.0), megatron/core/optimizer/distrib_optimizer.py (`Wrapped parameters must be one of
     torch.cuda.FloatTensor...`), nemo/lightning/pytorch/strategies/megatron_strategy.py `training_step` logging
-    (`torch.tensor(x, pin_memory=True).to("cuda")` every step). Symptom: `RuntimeError: Torch not compiled with CUDA
-    enabled` / `Found no NVIDIA driver` / the type assertion. Fix: a process-wide TorchFunctionMode in which a CUDA
+    (`torch.tensor(x, pin_memory=True).to("cuda")` every step). Symptom: `AssertionError: Torch not compiled with CUDA
+    enabled`, first from FP32Optimizer.__init__'s `device='cuda'` loss scale, then the type assertion. Fix: a
+    process-wide TorchFunctionMode in which a CUDA
     device means the CPU, `.cuda()` is a no-op, pinning is dropped and `Tensor.type()` reports the CUDA type name.
     Only requests for CUDA, which would raise on this torch, change meaning.
     """

@@ -257,6 +257,9 @@ class MNISTDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:  # noqa: D102
+        # Lightning restores the datamodule state before the loop's global_step; by now the step is restored, and
+        # consumed samples are counted from it (as NeMo's PreTrainingDataModule does).
+        self.data_sampler.init_global_step = self.trainer.global_step if self.trainer is not None else 0
         return self._loader(self.train_dataset(), "train")
 
     def val_dataloader(self) -> DataLoader:  # noqa: D102
@@ -278,5 +281,4 @@ class MNISTDataModule(pl.LightningDataModule):
         consumed = state_dict["consumed_samples"]
         self.data_sampler.init_consumed_samples = consumed
         self.data_sampler.prev_consumed_samples = consumed
-        self.data_sampler.init_global_step = self.trainer.global_step
         self.data_sampler.if_first_step = 1

@@ -66,7 +66,7 @@ class _SampleMeanLossReduction(MegatronLossReduction, Generic[OutputT]):
         losses = self.per_sample_loss(batch, forward_out).float()
         valid = (batch["idx"] >= 0).to(losses.dtype)  # evaluation padding (idx -1) weighs nothing
         count = valid.sum()
-        loss = (losses * valid).sum() / count.clamp(min=1)
+        loss = torch.where(valid.bool(), losses, 0.0).sum() / count.clamp(min=1)
         return loss, {"avg": loss.detach(), "num_samples": count.detach()}
 
     def reduce(self, losses_reduced_per_micro_batch: Sequence[MicrobatchLoss]) -> Tensor:

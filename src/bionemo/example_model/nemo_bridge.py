@@ -92,8 +92,9 @@ def _progress_printer_rank0_collective() -> None:
     Upstream: nemo/lightning/pytorch/callbacks/progress_printer.py `ProgressPrinter.on_train_batch_end` runs only
     on global rank 0 (the printer is disabled elsewhere) and calls `log_megatron_timers`, whose
     megatron/core/timers.py `_get_elapsed_time_all_ranks` is an all-gather over every rank. Symptom: with 2+ ranks,
-    rank 0 waits in that all-gather while the others wait in the next step's gradient all-reduce: training hangs at
-    the first printed step. A one-rank collective cannot work, so with several ranks the timer report is skipped
+    rank 0 issues all-gathers the others never make, the ranks' collective sequences stop matching, and (with gloo)
+    both ranks hang at the first checkpoint save, in the broadcast of `ModelCheckpoint.file_exists`. A one-rank
+    collective cannot work, so with several ranks the timer report is skipped
     (progress lines are still printed)."""
     import torch.distributed as dist
     from nemo.lightning.pytorch.callbacks.progress_printer import ProgressPrinter
