@@ -54,3 +54,12 @@ def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py", "tools")
     session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "noxfile.py", "tools")
+
+
+@nox.session(venv_backend="none")
+def wheelhouse(session: nox.Session) -> None:
+    """Offline wheels for a GPU node: `nox -s wheelhouse -- --python 3.12 [--out wheelhouse]` (see README)."""
+    args = list(session.posargs)
+    if "--out" not in args:
+        args += ["--out", "wheelhouse"]
+    session.run("python3", "tools/wheelhouse.py", *args, external=True)
