@@ -63,3 +63,43 @@ def wheelhouse(session: nox.Session) -> None:
     if "--out" not in args:
         args += ["--out", "wheelhouse"]
     session.run("python3", "tools/wheelhouse.py", *args, external=True)
+
+
+BENCH = ROOT / "benchmarks"
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Loader and step benchmarks (CPU; ~5 min): results/benchmark.json, then latest.json + history.jsonl."""
+    install_stack(session, "pytest-benchmark", "pytest")
+    (BENCH / "results").mkdir(exist_ok=True)
+    session.run(
+        "pytest",
+        "benchmarks",
+        "-p",
+        "no:cacheprovider",
+        "--benchmark-json",
+        str(BENCH / "results" / "benchmark.json"),
+        *session.posargs,
+    )
+    session.run("python", str(BENCH / "summarize.py"))
+
+
+@nox.session(venv_backend="none")
+def bench_compare(session: nox.Session) -> None:
+    """Compare results/latest.json with baselines/<machine class>.json (or `-- BASELINE`); fails on >10% regression."""
+    import json
+
+    latest = BENCH / "results" / "latest.json"
+    if session.posargs:
+        baseline = Path(session.posargs[0])
+    else:
+        baseline = BENCH / "baselines" / f"{json.loads(latest.read_text())['machine_class']}.json"
+    session.run("python3", str(BENCH / "compare.py"), str(baseline), str(latest), external=True)
+
+
+@nox.session
+def bench_plot(session: nox.Session) -> None:
+    """Draw results/history.jsonl to results/history.png."""
+    session.install("matplotlib")
+    session.run("python", str(BENCH / "plot.py"))

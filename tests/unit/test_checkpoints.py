@@ -126,7 +126,7 @@ def test_a_run_directory_error_lists_the_checkpoints_below_it(saved, tmp_path):
     found = [run / "checkpoints" / name for name in ("epoch=0-step=9-consumed_samples=1280", "epoch=0-step=9-last")]
     for ckpt in found:
         shutil.copytree(saved.pretrain, ckpt)
-    with pytest.raises(CheckpointError, match="Checkpoints below it") as error:
+    with pytest.raises(CheckpointError, match="checkpoints below it") as error:
         check_initial_checkpoint(ExampleModel(PretrainConfig()), run, [])
     for ckpt in found:
         assert str(ckpt) in str(error.value)
