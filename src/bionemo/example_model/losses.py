@@ -67,7 +67,9 @@ class _SampleMeanLossReduction(MegatronLossReduction, Generic[OutputT]):
         valid = (batch["idx"] >= 0).to(losses.dtype)  # evaluation padding (idx -1) weighs nothing
         count = valid.sum()
         loss = torch.where(valid.bool(), losses, 0.0).sum() / count.clamp(min=1)
-        return loss, {"avg": loss.detach(), "num_samples": count.detach()}
+        # clone: Megatron divides the returned loss by the number of microbatches in place, and a detached view
+        # shares its storage, which would scale the logged loss too.
+        return loss, {"avg": loss.detach().clone(), "num_samples": count.detach()}
 
     def reduce(self, losses_reduced_per_micro_batch: Sequence[MicrobatchLoss]) -> Tensor:
         """Sample-weighted mean over every microbatch of every data-parallel rank (the same value on each rank)."""
