@@ -122,9 +122,27 @@ class MnistResampler(MultiEpochDatasetResampler[MnistItem]):
     def __post_init__(self) -> None:  # noqa: D105
         check_resampler_args(len(self.dataset), self.shuffle)
         super().__post_init__()
+        self._cached_epoch, self._cached_order = -1, torch.empty(0, dtype=torch.long)
+
+    def _epoch_order(self, epoch: int) -> Tensor:
+        """Split positions of one epoch in sample order, computed once per epoch (a batch is then one lookup)."""
+        if epoch != self._cached_epoch:
+            n = len(self.dataset)
+            span = torch.arange(epoch * n, min((epoch + 1) * n, len(self)), dtype=torch.long)
+            self._cached_epoch, self._cached_order = epoch, resampler_epoch_indices(self, span)[1]
+        return self._cached_order
 
     def __getitems__(self, indices: list[int]) -> MnistItem:  # noqa: D105
-        return self.dataset.get_batch(resampler_epoch_indices(self, torch.as_tensor(indices, dtype=torch.long)))
+        index = torch.as_tensor(indices, dtype=torch.long)
+        if index.numel() and (index.min() < 0 or index.max() >= len(self)):
+            raise IndexError(f"Index out of bounds for dataset of length {len(self)}.")
+        n = len(self.dataset)
+        epochs, local = index.div(n, rounding_mode="floor"), index.remainder(n)
+        idx = torch.empty_like(local)
+        for epoch in epochs.unique().tolist():  # one epoch per batch, two at an epoch boundary
+            mask = epochs == epoch
+            idx[mask] = self._epoch_order(epoch).index_select(0, local[mask])
+        return self.dataset.get_batch((epochs, idx))
 
 
 class PaddedEvalDataset(Dataset[MnistItem]):
