@@ -1,0 +1,52 @@
+"""Integration fixtures: the two pipeline runs (one rank, two ranks), each a subprocess on the real MNIST, on CPU.
+
+They are session fixtures because several tests read what one run left behind, and the resume tests reuse their
+pretrain checkpoints as the "uninterrupted" reference, which saves a training run per rank count (the integration
+suite has a ~12 min budget on a 2-core CI machine). Helpers live in integration_helpers.py.
+"""
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+if str(HERE) not in sys.path:  # so the test modules can `import integration_helpers` in any pytest import mode
+    sys.path.insert(0, str(HERE))
+
+from integration_helpers import Run, bionemo_mnist, pipeline_args, run, run_stage_cli  # noqa: E402
+
+
+@dataclass
+class PipelineRun:
+    out: Path
+    run: Run
+    processes: list[dict]  # one record per process (run_stage.py); empty when not recorded
+
+    @property
+    def summary(self) -> dict:
+        return json.loads((self.out / "summary.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def pipeline_1rank(tmp_path_factory, mnist_root) -> PipelineRun:
+    """`bionemo-mnist pipeline` (the installed console script) at one rank, tiny steps."""
+    out = tmp_path_factory.mktemp("pipeline-1rank") / "out"
+    result = run([*bionemo_mnist(), *pipeline_args(out, mnist_root, devices=1)])
+    return PipelineRun(out, result, [])
+
+
+@pytest.fixture(scope="session")
+def pipeline_2rank(tmp_path_factory, mnist_root) -> PipelineRun:
+    """
+    The same pipeline with `--devices 2` (two processes, gloo), each process recorded by run_stage.py, with a CSV
+    row every step: its pretrain stage (2 ranks x 64 = 128 images per step) doubles as the data-parallel run of the
+    equivalence tests and as the uninterrupted reference of the two-rank resume test."""
+    base = tmp_path_factory.mktemp("pipeline-2rank")
+    out, pid_dir = base / "out", base / "pids"
+    env = {"BIONEMO_TEST_PID_DIR": str(pid_dir), "BIONEMO_TEST_LOG_EVERY_N_STEPS": "1"}
+    result = run([*run_stage_cli(), *pipeline_args(out, mnist_root, devices=2)], env=env)
+    processes = [json.loads(p.read_text()) for p in sorted(pid_dir.glob("process-*.json"))]
+    return PipelineRun(out, result, processes)

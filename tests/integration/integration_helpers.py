@@ -1,0 +1,178 @@
+"""Helpers of the integration tests (imported by conftest.py and the test modules; not a test module).
+
+Every training run is a subprocess: multi-rank runs must be (Lightning's launcher re-executes the command line per
+rank), and one-rank runs are too, so that no NeMo / Megatron global state (parallel_state, microbatch calculator,
+the CPU bridge's patches) leaks between runs or into other tests.
+"""
+
+import csv
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).parent
+RUN_STAGE = HERE / "run_stage.py"
+RUN_TIMEOUT_S = 480
+
+# The pipeline settings every fixture and reference run shares (a resumed run is compared with these bitwise).
+PRETRAIN_STEPS = 20
+FINETUNE_STEPS = 20
+VAL_CHECK_INTERVAL = 10
+MICRO_BATCH_SIZE = 64
+
+
+def bionemo_mnist() -> list[str]:
+    """The installed `bionemo-mnist` console script of this interpreter's environment (else `python -m` the CLI)."""
+    script = Path(sys.executable).with_name("bionemo-mnist")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "bionemo.example_model.cli"]
+
+
+def run_stage_cli() -> list[str]:
+    """`bionemo-mnist` through run_stage.py, which records each rank's process (see run_stage.py)."""
+    return [sys.executable, str(RUN_STAGE), "cli"]
+
+
+@dataclass
+class Run:
+    cmd: list[str]
+    pid: int
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    def describe(self) -> str:
+        """For assertion messages: the command, exit code and the ends of both streams."""
+        return (
+            f"$ {' '.join(self.cmd)}\nexit {self.returncode} after {self.seconds:.0f} s\n"
+            f"--- stdout (tail) ---\n{self.stdout[-3000:]}\n--- stderr (tail) ---\n{self.stderr[-6000:]}"
+        )
+
+
+def run(cmd: list[str], *, env: dict[str, str] | None = None, timeout: float = RUN_TIMEOUT_S, cwd=None) -> Run:
+    """
+    Run `cmd` in its own session, capturing output. On timeout the whole session (every rank Lightning started)
+    is killed, so a hung collective cannot outlive the test. Extra ranks that are still finishing when rank 0 exits
+    are waited for, then killed, since they belong to this run (they share its session id).
+    """
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    # Lightning picks a free port itself; a stale value from the environment would make concurrent runs collide.
+    for key in ("MASTER_PORT", "MASTER_ADDR", "LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK"):
+        if env is None or key not in env:
+            full_env.pop(key, None)
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        cmd, env=full_env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        stderr += f"\n[test harness] killed after {timeout} s"
+    seconds = time.monotonic() - start
+    _reap_session(proc.pid)
+    return Run(cmd, proc.pid, proc.returncode, stdout, stderr, seconds)
+
+
+def _reap_session(session_id: int, grace_s: float = 60.0) -> None:
+    """Wait for the other processes of session `session_id` (ranks > 0) to exit; kill them after `grace_s`."""
+
+    def members() -> list[int]:
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(") ", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            # fields: state ppid pgrp session ...
+            if int(fields[3]) == session_id and fields[0] != "Z":
+                pids.append(int(stat.parent.name))
+        return pids
+
+    deadline = time.monotonic() + grace_s
+    while members() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for pid in members():
+        os.kill(pid, signal.SIGKILL)
+
+
+def read_csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def metric_by_step(metrics_csv: Path, key: str) -> dict[int, float]:
+    """{step: value} of one metric from Lightning's CSVLogger file (rows without the metric are skipped)."""
+    series: dict[int, float] = {}
+    for row in read_csv_rows(metrics_csv):
+        if row.get(key):
+            series[int(float(row["step"]))] = float(row[key])
+    return series
+
+
+def printed_global_steps(output: str) -> list[int]:
+    """The steps NeMo's progress printer reported (`... | global_step: 7 | reduced_train_loss: ...`), in order."""
+    return [int(m) for m in re.findall(r"\| global_step: (\d+) \|", output)]
+
+
+def checkpoint_state(ckpt: Path) -> dict:
+    """
+    Every tensor of a NeMo2 checkpoint's `weights/` (Megatron's torch-distributed checkpoint): the model's
+    `module.*` weights and, where saved, Adam's `optimizer.state.exp_avg*.module.*`, as plain CPU tensors.
+
+    Read with torch.distributed.checkpoint's FileSystemReader in this one process (no process group needed): the
+    files hold each tensor's global shape, so a checkpoint written by 2 ranks reads the same as one by 1 rank.
+    """
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "torch.distributed is unavailable or uninitialized ... single process"
+        state = _load_state_dict_from_keys(storage_reader=FileSystemReader(str(ckpt / "weights")))
+    return {k: v for k, v in state.items() if hasattr(v, "shape")}
+
+
+def checkpoint_common(ckpt: Path) -> dict:
+    """The non-tensor part of a checkpoint (global_step, loop state, datamodule state): weights/common.pt."""
+    import torch
+
+    return torch.load(ckpt / "weights" / "common.pt", map_location="cpu", weights_only=False)
+
+
+def last_checkpoint(stage_dir: Path) -> Path:
+    """
+    The newest `-last` checkpoint of a stage: what `train()` returns and NeMo's AutoResume resumes from. (A
+    resumed run can leave the `-last` checkpoint it resumed from in place, so there may be older ones.)"""
+    found = sorted(
+        (p for p in (stage_dir / "checkpoints").glob("*-last") if p.is_dir()), key=lambda p: p.stat().st_mtime
+    )
+    assert found, f"no -last checkpoint under {stage_dir}"
+    return found[-1]
+
+
+def printed_checkpoint(output: str, stage: str) -> Path:
+    """The checkpoint a stage reported on stdout (`pretrain checkpoint: PATH`)."""
+    found = re.findall(rf"^{stage} checkpoint: (.+)$", output, flags=re.MULTILINE)
+    assert len(found) == 1, output[-3000:]
+    return Path(found[0])
+
+
+def pipeline_args(out: Path, data_dir: Path, devices: int) -> list[str]:
+    return [
+        "pipeline",
+        "--accelerator", "cpu",
+        "--devices", str(devices),
+        "--pretrain-steps", str(PRETRAIN_STEPS),
+        "--finetune-steps", str(FINETUNE_STEPS),
+        "--val-check-interval", str(VAL_CHECK_INTERVAL),
+        "--micro-batch-size", str(MICRO_BATCH_SIZE),
+        "--data-dir", str(data_dir),
+        "--out", str(out),
+    ]  # fmt: skip

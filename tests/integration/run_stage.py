@@ -1,0 +1,51 @@
+"""Entry script for the integration tests' subprocesses (not a test module).
+
+Multi-rank CPU runs use Lightning's subprocess launcher, which starts rank 1.. by re-executing *this process's command
+line*; so every multi-rank run must be a script of its own, never a call inside the pytest process.
+
+    python run_stage.py cli ARGS...   # `bionemo-mnist ARGS...`, first recording this process (see below)
+
+`cli` writes one JSON file per process into $BIONEMO_TEST_PID_DIR (when set): pid, parent pid and the rank variables
+Lightning gave it. Because the launcher re-executes this script for each extra rank, a run with `--devices 2` leaves
+two files with different pids; a rank that ran inside the first process would leave none.
+
+The CLI does not expose `TrainOptions.log_every_n_steps` (a CSV row and a progress line every 50 steps), and the
+equivalence and resume tests compare the loss of every step: with $BIONEMO_TEST_LOG_EVERY_N_STEPS set, the CLI
+runs with that value (nothing else changes: logging does not touch the numbers).
+"""
+
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _record_process() -> None:
+    pid_dir = os.environ.get("BIONEMO_TEST_PID_DIR")
+    if not pid_dir:
+        return
+    record = {
+        "pid": os.getpid(),
+        "ppid": os.getppid(),
+        **{k: os.environ.get(k) for k in ("LOCAL_RANK", "RANK", "NODE_RANK", "WORLD_SIZE")},
+    }
+    Path(pid_dir).mkdir(parents=True, exist_ok=True)
+    (Path(pid_dir) / f"process-{os.getpid()}.json").write_text(json.dumps(record))
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] != "cli":
+        print(__doc__, file=sys.stderr)
+        return 64
+    _record_process()
+    from bionemo.example_model import cli
+
+    if every := os.environ.get("BIONEMO_TEST_LOG_EVERY_N_STEPS"):
+        options = cli._options
+        cli._options = lambda args, steps: dataclasses.replace(options(args, steps), log_every_n_steps=int(every))
+    return cli.main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

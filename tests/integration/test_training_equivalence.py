@@ -1,0 +1,226 @@
+"""Specification: how training is run does not change what it computes (fp32, CPU, real MNIST).
+
+* Resuming: `bionemo-mnist pretrain --steps 10`, then the same command with `--steps 20` and the same `--out`,
+  continues at step 10 and ends with the weights and Adam state of an uninterrupted 20-step run, bit for bit (two
+  ranks; one rank does 7 -> 14 -> 20, resuming twice).
+* Splitting the global batch of 128 images as 2 ranks x 64, 1 rank x 128, or 1 rank x 4 accumulated microbatches
+  of 32 gives the same per-step loss, validation loss and final weights, up to float summation order.
+
+Every run is `bionemo-mnist` in a subprocess, through run_stage.py (see there) so that it logs every step (CSV row +
+progress line), which the CLI cannot ask for; logging does not touch the numbers. The two-rank, 2 x 64 run is the
+pretrain stage of the `pipeline_2rank` session fixture (conftest.py), which uses the same settings.
+"""
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from integration_helpers import (
+    PRETRAIN_STEPS,
+    VAL_CHECK_INTERVAL,
+    Run,
+    checkpoint_common,
+    checkpoint_state,
+    last_checkpoint,
+    metric_by_step,
+    printed_checkpoint,
+    printed_global_steps,
+    run,
+    run_stage_cli,
+)
+
+GLOBAL_BATCH = 128
+
+# How the global batch of 128 is split: (devices, micro batch size, accumulated microbatches).
+SPLITS = {
+    "dp2_x_micro64": (2, 64, 1),
+    "dp1_x_micro128": (1, 128, 1),
+    "dp1_x_micro32_x_accumulate4": (1, 32, 4),
+}
+REFERENCE_SPLIT = "dp1_x_micro128"
+
+# Tolerances for runs that split the global batch differently. The same 128 images enter every step, but the fp32
+# sums run in a different order (per-rank partial sums + all-reduce, four accumulated microbatch gradients, or one
+# matmul over 128), so each step differs by float rounding (~1e-7 relative) and Adam carries it forward. Measured
+# after 20 steps: losses agree to 2e-7 relative, weights to 1.5e-7 absolute (|w| up to 0.6). atol 1e-6 is ~7x that
+# and 1/1000 of one Adam step (lr 1e-3 moves a weight by up to ~1e-3), so a batch that lost, repeated or
+# mis-weighted samples, which changes updates at the scale of the learning rate, cannot pass.
+LOSS_RTOL = 1e-5
+WEIGHT_RTOL, WEIGHT_ATOL = 1e-5, 1e-6
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Runs (each once per session, on first use)
+
+
+def pretrain_cli_args(out: Path, data_dir: Path, steps: int, devices: int, micro: int, accumulate: int = 1) -> list:
+    return [
+        "pretrain",
+        "--accelerator", "cpu",
+        "--devices", str(devices),
+        "--steps", str(steps),
+        "--micro-batch-size", str(micro),
+        "--accumulate-grad-batches", str(accumulate),
+        "--val-check-interval", str(VAL_CHECK_INTERVAL),
+        "--data-dir", str(data_dir),
+        "--out", str(out),
+    ]  # fmt: skip
+
+
+PER_STEP_LOGS = {"BIONEMO_TEST_LOG_EVERY_N_STEPS": "1"}
+
+
+def model_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    """The model's tensors (no optimizer state) of the run's final checkpoint."""
+    return {k: v for k, v in checkpoint_state(last_checkpoint(run_dir)).items() if k.startswith("module.")}
+
+
+def succeeded(result: Run) -> Run:
+    assert result.returncode == 0, result.describe()
+    return result
+
+
+@pytest.fixture(scope="session")
+def split_runs(tmp_path_factory, mnist_root, request):
+    """`get(split)` -> the `pretrain/` run dir of 20 steps of that split (run once, on first use)."""
+    done: dict[str, Path] = {}
+
+    def get(split: str) -> Path:
+        if split not in done:
+            devices, micro, accumulate = SPLITS[split]
+            if split == "dp2_x_micro64":  # the same run as the pipeline's pretrain stage: reuse it
+                pipeline = request.getfixturevalue("pipeline_2rank")
+                succeeded(pipeline.run)
+                done[split] = pipeline.out / "pretrain"
+            else:
+                out = tmp_path_factory.mktemp(split) / "out"
+                args = pretrain_cli_args(out, mnist_root, PRETRAIN_STEPS, devices, micro, accumulate)
+                succeeded(run([*run_stage_cli(), *args], env=PER_STEP_LOGS))
+                done[split] = out / "pretrain"
+        return done[split]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def resumed_runs(tmp_path_factory, mnist_root):
+    """
+    `get(devices, segments)` -> (runs, pretrain dir): the same `pretrain` command and --out, run once per segment
+    with `--steps` set to the segment's end, e.g. (7, 14, 20): 7 steps, resumed to 14, resumed again to 20."""
+    done: dict[tuple, tuple[list[Run], Path]] = {}
+
+    def get(devices: int, segments: tuple[int, ...]) -> tuple[list[Run], Path]:
+        if (devices, segments) not in done:
+            out = tmp_path_factory.mktemp(f"resume-{devices}rank") / "out"
+            micro = GLOBAL_BATCH // devices
+            runs = []
+            for steps in segments:
+                args = pretrain_cli_args(out, mnist_root, steps, devices, micro)
+                runs.append(succeeded(run([*run_stage_cli(), *args], env=PER_STEP_LOGS)))
+            done[devices, segments] = (runs, out / "pretrain")
+        return done[devices, segments]
+
+    return get
+
+
+# (ranks, where the runs stop, the uninterrupted run with the same split). One rank resumes twice: the data position
+# a resumed run saves is what the next resume starts from. Two ranks resume once (each two-rank run costs ~35 s).
+RESUME_CASES = [
+    pytest.param(1, (7, 14, PRETRAIN_STEPS), "dp1_x_micro128", id="1rank", marks=pytest.mark.slow),
+    pytest.param(
+        2, (10, PRETRAIN_STEPS), "dp2_x_micro64", id="2rank", marks=[pytest.mark.slow, pytest.mark.multirank]
+    ),
+]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Resume
+
+
+@pytest.mark.parametrize(("devices", "segments", "reference"), RESUME_CASES)
+def test_rerun_with_the_same_out_resumes_at_the_step_after_the_last_checkpoint(
+    resumed_runs, devices, segments, reference
+):
+    runs, run_dir = resumed_runs(devices, segments)
+    assert printed_global_steps(runs[0].stdout) == list(range(segments[0])), runs[0].describe()
+    for previous, resumed, previous_end, end in zip(runs, runs[1:], segments, segments[1:]):
+        # The run before reported the checkpoint of its last step...
+        reported = printed_checkpoint(previous.stdout, "pretrain")
+        assert reported.parent == run_dir / "checkpoints" and reported.name.endswith("-last"), reported
+        assert f"step={previous_end - 1}-" in reported.name  # NeMo names a checkpoint by its last step's index
+        # ...the resumed run restored exactly that one (Lightning loads from its weights/ folder)...
+        restored = re.search(r"Restoring states from the checkpoint path at (\S+)", resumed.stdout + resumed.stderr)
+        assert restored, resumed.describe()
+        assert Path(restored.group(1)) == reported / "weights"
+        # ...and trained exactly the steps after it: none repeated, none skipped.
+        assert printed_global_steps(resumed.stdout) == list(range(previous_end, end)), resumed.describe()
+    final = printed_checkpoint(runs[-1].stdout, "pretrain")
+    assert final == last_checkpoint(run_dir)
+    assert checkpoint_common(final)["global_step"] == PRETRAIN_STEPS
+
+
+@pytest.mark.parametrize(("devices", "segments", "reference"), RESUME_CASES)
+def test_resumed_training_ends_bitwise_equal_to_an_uninterrupted_run(
+    resumed_runs, split_runs, devices, segments, reference
+):
+    _, run_dir = resumed_runs(devices, segments)
+    uninterrupted = split_runs(reference)
+    # The steps the last resumed run trained have exactly the uninterrupted run's losses...
+    resumed_losses = metric_by_step(run_dir / "csv" / "metrics.csv", "reduced_train_loss")
+    reference_losses = metric_by_step(uninterrupted / "csv" / "metrics.csv", "reduced_train_loss")
+    assert set(range(segments[-2], PRETRAIN_STEPS)) <= set(resumed_losses)
+    assert {s: reference_losses[s] for s in resumed_losses} == resumed_losses
+    # ...and it ends with exactly the same weights and Adam moments.
+    resumed, expected = checkpoint_state(last_checkpoint(run_dir)), checkpoint_state(last_checkpoint(uninterrupted))
+    assert sorted(resumed) == sorted(expected)
+    assert any(k.startswith("optimizer.state.exp_avg") for k in resumed)  # the -last checkpoint has Adam's state
+    differing = [k for k in expected if not torch.equal(resumed[k], expected[k])]
+    assert not differing, {k: (resumed[k] - expected[k]).abs().max().item() for k in differing}
+
+
+@pytest.mark.parametrize(("devices", "segments", "reference"), RESUME_CASES)
+def test_resumed_checkpoint_records_the_samples_consumed_by_the_whole_run(resumed_runs, devices, segments, reference):
+    """
+    The data position saved in a checkpoint is what a further resume starts from, so it must count every sample of
+    the run, before and after each resume: 20 steps x 128 = 2560 (the checkpoint's name carries it too).
+    """
+    _, run_dir = resumed_runs(devices, segments)
+    ckpt = last_checkpoint(run_dir)
+    consumed = checkpoint_common(ckpt)["MNISTDataModule"]["consumed_samples"]
+    assert consumed == PRETRAIN_STEPS * GLOBAL_BATCH, f"{ckpt.name}: consumed_samples {consumed}"
+    assert f"consumed_samples={PRETRAIN_STEPS * GLOBAL_BATCH}.0" in ckpt.name
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Splitting the global batch
+
+SPLIT_CASES = [
+    pytest.param("dp2_x_micro64", marks=[pytest.mark.slow, pytest.mark.multirank]),
+    pytest.param("dp1_x_micro32_x_accumulate4", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("split", SPLIT_CASES)
+def test_training_loss_of_every_step_does_not_depend_on_how_the_global_batch_is_split(split_runs, split):
+    losses = metric_by_step(split_runs(split) / "csv" / "metrics.csv", "reduced_train_loss")
+    expected = metric_by_step(split_runs(REFERENCE_SPLIT) / "csv" / "metrics.csv", "reduced_train_loss")
+    assert sorted(expected) == list(range(PRETRAIN_STEPS))
+    assert sorted(losses) == sorted(expected)
+    assert losses == pytest.approx(expected, rel=LOSS_RTOL), {s: (losses[s], expected[s]) for s in expected}
+
+
+@pytest.mark.parametrize("split", SPLIT_CASES)
+def test_validation_loss_does_not_depend_on_how_the_global_batch_is_split(split_runs, split):
+    losses = metric_by_step(split_runs(split) / "csv" / "metrics.csv", "val_loss")
+    expected = metric_by_step(split_runs(REFERENCE_SPLIT) / "csv" / "metrics.csv", "val_loss")
+    assert sorted(expected) == [VAL_CHECK_INTERVAL - 1, PRETRAIN_STEPS - 1]
+    assert losses == pytest.approx(expected, rel=LOSS_RTOL)
+
+
+@pytest.mark.parametrize("split", SPLIT_CASES)
+def test_final_weights_do_not_depend_on_how_the_global_batch_is_split(split_runs, split):
+    weights, expected = model_weights(split_runs(split)), model_weights(split_runs(REFERENCE_SPLIT))
+    assert sorted(weights) == sorted(expected) and expected
+    for key in expected:
+        torch.testing.assert_close(weights[key], expected[key], rtol=WEIGHT_RTOL, atol=WEIGHT_ATOL, msg=key)
