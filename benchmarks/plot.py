@@ -1,0 +1,54 @@
+"""
+Plot the tracked ratios over time from benchmarks/results/history.jsonl to history.png (matplotlib, Agg).
+
+    python benchmarks/plot.py [--history benchmarks/results/history.jsonl] [--out benchmarks/results/history.png]
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+HERE = Path(__file__).parent
+SERIES = [
+    ("loader_speedup_vs_original", "loader speedup vs original (b128, higher better)", 50),
+    ("loader_ratio_vs_gather", "loader / raw gather (b128, lower better)", 2),
+    ("step_ratio_vs_raw_b128", "megatron / raw step (b128, lower better)", 2),
+    ("step_ratio_vs_raw_b8192", "megatron / raw step (b8192, lower better)", None),
+    ("throughput_fraction_b8192", "throughput fraction (b8192, higher better)", None),
+]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--history", type=Path, default=HERE / "results" / "history.jsonl")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "history.png")
+    args = parser.parse_args()
+    runs = [json.loads(line) for line in args.history.read_text().splitlines() if line.strip()]
+    fig, axes = plt.subplots(len(SERIES), 1, figsize=(9, 2.3 * len(SERIES)), sharex=True)
+    x = list(range(len(runs)))
+    labels = [f"{r.get('timestamp', '')[:16]}\n{r.get('git') or ''}\n{r.get('machine_class', '')}" for r in runs]
+    for ax, (key, title, target) in zip(axes, SERIES):
+        ys = [r.get("ratios", {}).get(key) for r in runs]
+        pts = [(i, y) for i, y in zip(x, ys) if y is not None]
+        if pts:
+            ax.plot(*zip(*pts), marker="o")
+        if target is not None:
+            ax.axhline(target, color="tab:red", linestyle="--", linewidth=1, label=f"target {target}")
+            ax.legend(loc="best", fontsize=7)
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[-1].set_xticks(x, labels, fontsize=6)
+    fig.tight_layout()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=100)
+    print(f"wrote {args.out} ({len(runs)} runs)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,135 @@
+"""
+Measure ms per training step in a fresh process (not a test module; `test_step_bench.py` runs it).
+
+    python benchmarks/step_runner.py megatron|raw --batch 128 --steps 40 --warmup 10 --data-dir D --out result.json
+
+megatron: `bionemo.example_model.train.train(PretrainConfig(), TrainOptions(...))` on CPU (MegatronStrategy, Megatron
+    Adam lr 1e-3 with clip_grad 1.0, the example's data module). A callback records `time.perf_counter()` at every
+    `on_train_batch_end`; a step time is the gap between consecutive records, so it includes everything the loop does
+    per step (fetching the batch, forward/backward, optimizer, loss reduction, Lightning/NeMo hooks and logging).
+    Validation and checkpointing run only after the last step (val_check_interval = max_steps), whose gap is not
+    used; the first `warmup` gaps are dropped too. Logging every `max_steps` steps.
+raw: the same `ExampleModel` (built from the same config), `torch.optim.Adam(lr=1e-3)`, MSE on one fixed batch,
+    a plain Python loop timed the same way (gap between consecutive step ends; no data loading).
+
+Both run with `--threads` torch threads (default 1: on a busy 2-core machine a 2-thread op waits for its slower
+thread, which makes medians swing 10x). Writes {"mode", "batch", "steps", "warmup", "median_ms", "p25_ms",
+"mean_ms", "min_ms", "step_ms": [...]} to --out.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import bionemo.example_model  # noqa: F401  (first: before lightning/torchvision)
+
+
+def _summary(mode: str, args, ends: list[float]) -> dict:
+    gaps = [(b - a) * 1e3 for a, b in zip(ends, ends[1:])]
+    used = gaps[args.warmup :]
+    if mode == "megatron":
+        used = used[:-1]  # the last step's end may be followed by end-of-fit work; be safe and drop it
+    if not used:
+        raise SystemExit(f"not enough steps: {len(gaps)} gaps, warmup {args.warmup}")
+    return {
+        "mode": mode,
+        "batch": args.batch,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "torch_threads": __import__("torch").get_num_threads(),
+        "median_ms": statistics.median(used),
+        "p25_ms": statistics.quantiles(used, n=4)[0] if len(used) > 1 else used[0],
+        "mean_ms": statistics.fmean(used),
+        "min_ms": min(used),
+        "step_ms": used,
+    }
+
+
+def run_megatron(args) -> dict:
+    import lightning.pytorch as pl
+
+    from bionemo.example_model.config import PretrainConfig
+    from bionemo.example_model.train import TrainOptions, train
+
+    ends: list[float] = []
+
+    class StepClock(pl.Callback):
+        def on_train_start(self, trainer, pl_module):  # noqa: D102
+            import torch
+
+            torch.set_num_threads(args.threads)  # Lightning's CPU/DDP setup may have changed it
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # noqa: D102
+            ends.append(time.perf_counter())
+
+    opts = TrainOptions(
+        max_steps=args.steps,
+        micro_batch_size=args.batch,
+        accelerator="cpu",
+        devices=args.devices,
+        val_check_interval=args.steps,
+        limit_val_batches=1,
+        log_every_n_steps=args.steps,
+        data_dir=Path(args.data_dir),
+        extra_callbacks=[StepClock()],
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-step-") as run_dir:
+        train(PretrainConfig(), opts, run_dir, "bench")
+    return _summary("megatron", args, ends)
+
+
+def run_raw(args) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from bionemo.example_model.config import PretrainConfig
+    from bionemo.example_model.data import MNISTDataModule
+    from bionemo.example_model.model import ExampleModel
+
+    torch.manual_seed(0)
+    dm = MNISTDataModule(data_dir=args.data_dir, micro_batch_size=args.batch)
+    dm.setup()
+    batch = next(iter(torch.utils.data.DataLoader(dm.train_dataset(), batch_size=args.batch, collate_fn=lambda b: b)))
+    x = batch["data"]
+    model = ExampleModel(PretrainConfig())
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    ends = [time.perf_counter()]
+    for _ in range(args.steps):
+        opt.zero_grad(set_to_none=True)
+        out = model(x)
+        loss = F.mse_loss(out["x_hat"], x.flatten(start_dim=1))
+        loss.backward()
+        opt.step()
+        loss.item()  # a sync point, as a real loop logging its loss would have
+        ends.append(time.perf_counter())
+    return _summary("raw", args, ends)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=["megatron", "raw"])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--devices", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: steadier on a shared box)")
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    result = run_megatron(args) if args.mode == "megatron" else run_raw(args)
+    if int(os.environ.get("RANK", "0")) == 0:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+        print(f"{args.mode} b{args.batch}: median {result['median_ms']:.2f} ms/step over {len(result['step_ms'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

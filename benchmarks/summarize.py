@@ -1,0 +1,171 @@
+"""
+Turn pytest-benchmark's JSON into the tracked summary: benchmarks/results/latest.json (+ one line in history.jsonl).
+
+    python benchmarks/summarize.py [--benchmark-json benchmarks/results/benchmark.json] [--results benchmarks/results]
+
+Ratios (what compare.py checks; see DIRECTIONS there):
+  loader_speedup_vs_original  original ms / ours ms per batch at b128 (higher is better; target >= 50)
+  loader_ratio_vs_gather      ours ms / raw-gather ms per batch at b128 (lower is better; target <= 2)
+  step_ratio_vs_raw_b128      megatron ms/step / raw ms/step at b128 (lower is better; target <= 2)
+  step_ratio_vs_raw_b8192     the same at b8192 (null when not measured)
+  throughput_fraction_b8192   raw ms/step / megatron ms/step at b8192: the share of raw throughput kept (null if n/a)
+Loader times are pytest-benchmark medians; step times are the subprocess-measured medians in extra_info.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+HERE = Path(__file__).parent
+PACKAGES = [
+    "torch",
+    "torchvision",
+    "lightning",
+    "nemo_toolkit",
+    "megatron-core",
+    "bionemo-core",
+    "bionemo-llm",
+    "numpy",
+    "pytest-benchmark",
+    "bionemo-example_model",
+]
+
+
+def machine_info() -> dict:
+    import torch
+
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "torch_version": torch.__version__,
+        "bench_torch_threads": int(os.environ.get("BENCH_TORCH_THREADS", "1")),
+        "cuda_device": cuda,
+        "cuda_device_count": torch.cuda.device_count() if cuda else 0,
+    }
+
+
+def machine_class(info: dict) -> str:
+    """A baseline key: the GPU (e.g. "h100") when there is one, else "cpu-<N>core"."""
+    if info.get("cuda_device"):
+        name = info["cuda_device"].lower()
+        for tag in ("h200", "h100", "a100", "l40s", "a10g", "l4", "t4", "v100"):
+            if tag in name:
+                return tag
+        return "gpu-" + "".join(c if c.isalnum() else "-" for c in name).strip("-")
+    return f"cpu-{info.get('affinity_cpus') or info.get('cpu_count')}core"
+
+
+def versions() -> dict:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_rev() -> str | None:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE)
+        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=HERE).stdout
+        return rev.stdout.strip() + ("-dirty" if dirty.strip() else "") if rev.returncode == 0 else None
+    except OSError:
+        return None
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    return num / den if num is not None and den else None
+
+
+def summarize(bench: dict, step_stat: str = "median_ms") -> dict:
+    loader: dict[str, dict[int, float]] = {}
+    ttfb: dict[str, float] = {}
+    step: dict[str, dict[int, dict]] = {}
+    for b in bench["benchmarks"]:
+        info, name = b.get("extra_info", {}), b["name"]
+        if name.startswith("test_loader_"):
+            loader.setdefault(info["path"], {})[info["batch"]] = b["stats"]["median"] * 1e3
+        elif name.startswith("test_time_to_first_batch"):
+            ttfb[info["path"]] = b["stats"]["median"] * 1e3
+        elif name.startswith("test_step"):
+            step.setdefault(info["mode"], {})[info["batch"]] = {
+                k: info.get(k)
+                for k in ("median_ms", "p25_ms", "min_ms", "mean_ms", "steps", "warmup", "torch_threads")
+            }
+
+    def ms(path, batch):
+        return loader.get(path, {}).get(batch)
+
+    def step_ms(mode, batch, key=step_stat):
+        return step.get(mode, {}).get(batch, {}).get(key)
+
+    ratios = {
+        "loader_speedup_vs_original": _ratio(ms("original", 128), ms("ours", 128)),
+        "loader_ratio_vs_gather": _ratio(ms("ours", 128), ms("gather", 128)),
+        "step_ratio_vs_raw_b128": _ratio(step_ms("megatron", 128), step_ms("raw", 128)),
+        "step_ratio_vs_raw_b8192": _ratio(step_ms("megatron", 8192), step_ms("raw", 8192)),
+        "throughput_fraction_b8192": _ratio(step_ms("raw", 8192), step_ms("megatron", 8192)),
+    }
+    info = machine_info()
+    return {
+        "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "git": git_rev(),
+        "machine_class": machine_class(info),
+        "machine": info,
+        "versions": versions(),
+        "ratios": ratios,
+        "step_ratio_stat": step_stat,
+        "targets": {
+            "loader_speedup_vs_original": ">= 50",
+            "loader_ratio_vs_gather": "<= 2",
+            "step_ratio_vs_raw_b128": "<= 2",
+        },
+        "loader_ms_per_batch": {p: {str(k): v for k, v in sorted(d.items())} for p, d in loader.items()},
+        "loader_ms_per_batch_1024_ratios": {
+            "speedup_vs_original": _ratio(ms("original", 1024), ms("ours", 1024)),
+            "ratio_vs_gather": _ratio(ms("ours", 1024), ms("gather", 1024)),
+        },
+        "time_to_first_batch_ms_b128": ttfb,
+        "step_ms": {m: {str(k): v for k, v in sorted(d.items())} for m, d in step.items()},
+        # min-based ratios: less sensitive to a busy shared machine (informational; not checked by compare.py)
+        "step_ratio_vs_raw_by_min": {
+            str(b): _ratio(step_ms("megatron", b, "min_ms"), step_ms("raw", b, "min_ms")) for b in (128, 8192)
+        },
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--benchmark-json", type=Path, default=HERE / "results" / "benchmark.json")
+    parser.add_argument("--results", type=Path, default=HERE / "results")
+    parser.add_argument(
+        "--step-stat",
+        choices=["median_ms", "p25_ms", "min_ms"],
+        default="median_ms",
+        help="per-step statistic the step ratios use (min_ms is steadier on a busy shared machine)",
+    )
+    parser.add_argument("--no-history", action="store_true", help="do not append to history.jsonl")
+    args = parser.parse_args()
+    summary = summarize(json.loads(args.benchmark_json.read_text()), args.step_stat)
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "latest.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if not args.no_history:
+        with open(args.results / "history.jsonl", "a") as f:
+            f.write(json.dumps(summary) + "\n")
+    print(json.dumps({"machine_class": summary["machine_class"], **summary["ratios"]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
