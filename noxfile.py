@@ -42,10 +42,63 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", "-m", "not gpu", "--timeout=900", *session.posargs)
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def tests_gpu(session: nox.Session) -> None:
-    """GPU-marked tests, in the current environment (GPU nodes are often offline: install from the wheelhouse)."""
-    session.run("pytest", "-m", "gpu", "--timeout=900", *session.posargs, external=True)
+    """One-GPU tests in the current environment (GPU nodes are often offline: install from the wheelhouse). The 2-GPU
+    test runs in the devices=2 cell of `nox -s gpu`."""
+    session.run("pytest", "-m", "gpu and not multirank", "--timeout=900", *session.posargs, external=True)
+
+
+@nox.session(venv_backend="none")
+@nox.parametrize("precision", ["32", "bf16-mixed"])
+@nox.parametrize("devices", [1, 2])
+def gpu(session: nox.Session, devices: int, precision: str) -> None:
+    """One GPU matrix cell, in the current (offline-installed) environment: the gpu-marked tests of that cell, then a
+    short pipeline. Writes results/gpu/d{devices}-{precision}/{junit.xml,summary.json}."""
+    import json
+    import shutil
+    import subprocess
+
+    out = ROOT / "results" / "gpu" / f"d{devices}-{precision}"
+    out.mkdir(parents=True, exist_ok=True)
+    test = "two_ranks" if devices == 2 else "learns"
+    cell = f"{test} and {precision.split('-')[0]}"  # -k cannot hold a '-'
+    session.run(
+        "pytest",
+        "tests/integration/test_gpu.py",
+        "-m",
+        "gpu",
+        "-k",
+        f"visible or ({cell})",
+        f"--junitxml={out / 'junit.xml'}",
+        "--timeout=900",
+        *session.posargs,
+        external=True,
+    )
+    run = out / "pipeline"
+    shutil.rmtree(run, ignore_errors=True)  # a cell measures a fresh run: the pipeline would resume an old one
+    session.run(
+        "python3",
+        "-m",
+        "bionemo.example_model.cli",
+        "pipeline",
+        "--accelerator",
+        "gpu",
+        "--devices",
+        str(devices),
+        "--precision",
+        precision,
+        "--pretrain-steps",
+        "500",
+        "--finetune-steps",
+        "1000",
+        "--out",
+        str(run),
+        external=True,
+    )
+    shutil.copy(run / "summary.json", out / "summary.json")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    session.log(json.dumps({"cell": out.name, "commit": commit, **json.loads((out / "summary.json").read_text())}))
 
 
 @nox.session
