@@ -1,16 +1,22 @@
 """
 Measure ms per training step in a fresh process (not a test module; `test_step_bench.py` runs it).
 
-    python benchmarks/step_runner.py megatron|raw --batch 128 --steps 40 --warmup 10 --data-dir D --out result.json
+    python benchmarks/step_runner.py megatron|raw --batch 128 --steps 40 --warmup 10 [--accelerator cpu|gpu]
+        [--devices N] --data-dir D --out result.json --run-dir DIR
 
-megatron: `bionemo.example_model.train.train(PretrainConfig(), TrainOptions(...))` on CPU (MegatronStrategy, Megatron
+megatron: `bionemo.example_model.train.train(PretrainConfig(), TrainOptions(...))` (MegatronStrategy, Megatron
     Adam lr 1e-3 with clip_grad 1.0, the example's data module). A callback records `time.perf_counter()` at every
     `on_train_batch_end`; a step time is the gap between consecutive records, so it includes everything the loop does
     per step (fetching the batch, forward/backward, optimizer, loss reduction, Lightning/NeMo hooks and logging).
     Validation and checkpointing run only after the last step (val_check_interval = max_steps), whose gap is not
     used; the first `warmup` gaps are dropped too. Logging every `max_steps` steps.
 raw: the same `ExampleModel` (built from the same config), `torch.optim.Adam(lr=1e-3)`, MSE on one fixed batch,
-    a plain Python loop timed the same way (gap between consecutive step ends; no data loading).
+    a plain Python loop timed the same way (gap between consecutive step ends; no data loading), on the same device.
+    On the GPU both loops end every step with a host sync (`loss.item()` in raw; Megatron's gradient clipping and
+    loss logging in the other), so a gap is the step's real duration, not its launch time.
+
+For megatron, `first_step_s` is the time from just after the stdlib imports (before torch, Lightning, NeMo) to the
+end of the first training step: imports, data preparation, model and strategy set-up, distributed init.
 
 Both run with `--threads` torch threads (default 1: on a busy 2-core machine a 2-thread op waits for its slower
 thread, which makes medians swing 10x). Writes {"mode", "batch", "steps", "warmup", "median_ms", "p25_ms",
@@ -19,14 +25,14 @@ thread, which makes medians swing 10x). Writes {"mode", "batch", "steps", "warmu
 
 import argparse
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import bionemo.example_model  # noqa: F401  (first: before lightning/torchvision)
+STARTED = time.perf_counter()  # before every non-stdlib import: the start-up figure counts them
+
+import bionemo.example_model  # noqa: E402, F401  (first: before lightning/torchvision)
 
 
 def _summary(mode: str, args, ends: list[float]) -> dict:
@@ -39,6 +45,8 @@ def _summary(mode: str, args, ends: list[float]) -> dict:
     return {
         "mode": mode,
         "batch": args.batch,
+        "accelerator": args.accelerator,
+        "devices": args.devices,
         "steps": args.steps,
         "warmup": args.warmup,
         "torch_threads": __import__("torch").get_num_threads(),
@@ -46,6 +54,7 @@ def _summary(mode: str, args, ends: list[float]) -> dict:
         "p25_ms": statistics.quantiles(used, n=4)[0] if len(used) > 1 else used[0],
         "mean_ms": statistics.fmean(used),
         "min_ms": min(used),
+        "first_step_s": ends[0] - STARTED if mode == "megatron" else None,
         "step_ms": used,
     }
 
@@ -70,7 +79,7 @@ def run_megatron(args) -> dict:
     opts = TrainOptions(
         max_steps=args.steps,
         micro_batch_size=args.batch,
-        accelerator="cpu",
+        accelerator=args.accelerator,
         devices=args.devices,
         val_check_interval=args.steps,
         limit_val_batches=1,
@@ -78,8 +87,7 @@ def run_megatron(args) -> dict:
         data_dir=Path(args.data_dir),
         extra_callbacks=[StepClock()],
     )
-    with tempfile.TemporaryDirectory(prefix="bench-step-") as run_dir:
-        train(PretrainConfig(), opts, run_dir, "bench")
+    train(PretrainConfig(), opts, args.run_dir, "bench")
     return _summary("megatron", args, ends)
 
 
@@ -92,11 +100,12 @@ def run_raw(args) -> dict:
     from bionemo.example_model.model import ExampleModel
 
     torch.manual_seed(0)
-    dm = MNISTDataModule(data_dir=args.data_dir, micro_batch_size=args.batch)
+    device = "cuda" if args.accelerator == "gpu" else "cpu"
+    dm = MNISTDataModule(data_dir=args.data_dir, micro_batch_size=args.batch, device=device)
     dm.setup()
     batch = next(iter(torch.utils.data.DataLoader(dm.train_dataset(), batch_size=args.batch, collate_fn=lambda b: b)))
     x = batch["data"]
-    model = ExampleModel(PretrainConfig())
+    model = ExampleModel(PretrainConfig()).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     ends = [time.perf_counter()]
     for _ in range(args.steps):
@@ -116,16 +125,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--devices", type=int, default=1)
+    parser.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu")
+    parser.add_argument("--devices", type=int, default=1, help="data-parallel ranks (megatron mode only)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: steadier on a shared box)")
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--run-dir", required=True, help="fresh directory for logs and checkpoints (shared by ranks)")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
     result = run_megatron(args) if args.mode == "megatron" else run_raw(args)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
         Path(args.out).write_text(json.dumps(result, indent=1))
         print(f"{args.mode} b{args.batch}: median {result['median_ms']:.2f} ms/step over {len(result['step_ms'])}")
     return 0

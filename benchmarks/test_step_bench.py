@@ -1,6 +1,8 @@
 """
-ms per training step on CPU: the example's MegatronStrategy loop (`train.train`) vs a raw PyTorch loop (same
-`ExampleModel`, MSE, `torch.optim.Adam(lr=1e-3)`, one fixed batch).
+ms per training step: the example's MegatronStrategy loop (`train.train`) vs a raw PyTorch loop (same `ExampleModel`,
+MSE, `torch.optim.Adam(lr=1e-3)`, one fixed batch), on the GPU where CUDA is available, else on the CPU
+(`BENCH_ACCELERATOR=cpu|gpu` overrides). The Megatron loop is also run with 2 data-parallel ranks at batch 128 (per
+rank) where the machine has them (gloo on CPU, 2 GPUs on GPU) to show how it scales.
 
 Each measurement runs `step_runner.py` in its own subprocess (NeMo/Megatron keep global state). What is timed is
 inside that process: the gap between consecutive step ends (see step_runner.py). pytest-benchmark cannot time a
@@ -23,10 +25,17 @@ CASES = {128: (100, 300, 20), 8192: (25, 40, 5)}
 SKIP_8192 = os.environ.get("BENCH_SKIP_B8192") == "1"
 
 
-def _run(mode: str, batch: int, steps: int, warmup: int, data_dir: Path, tmp_path: Path) -> dict:
-    out = tmp_path / f"{mode}-{batch}.json"
+def _accelerator() -> str:
+    import torch
+
+    return os.environ.get("BENCH_ACCELERATOR") or ("gpu" if torch.cuda.is_available() else "cpu")
+
+
+def _run(mode: str, batch: int, steps: int, warmup: int, data_dir: Path, tmp_path: Path, devices: int = 1) -> dict:
+    out = tmp_path / f"{mode}-{batch}-{devices}.json"
     cmd = [sys.executable, str(HERE / "step_runner.py"), mode, "--batch", str(batch), "--steps", str(steps)]
-    cmd += ["--warmup", str(warmup), "--data-dir", str(data_dir), "--out", str(out)]
+    cmd += ["--warmup", str(warmup), "--accelerator", _accelerator(), "--devices", str(devices)]
+    cmd += ["--data-dir", str(data_dir), "--out", str(out), "--run-dir", str(tmp_path / f"run-{out.stem}")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=540)
     if proc.returncode != 0:
         raise AssertionError(
@@ -42,9 +51,36 @@ def test_step(benchmark, mnist_root, tmp_path, mode, batch):
         pytest.skip("BENCH_SKIP_B8192=1")
     meg_steps, raw_steps, warmup = CASES[batch]
     result = _run(mode, batch, meg_steps if mode == "megatron" else raw_steps, warmup, mnist_root, tmp_path)
-    benchmark.group = f"step-b{batch}"
+    _record(benchmark, f"step-b{batch}", result)
+
+
+def test_step_megatron_two_ranks(benchmark, mnist_root, tmp_path):
+    """Batch 128 per rank on 2 data-parallel ranks: twice the samples per step; compare with the 1-rank step."""
+    import torch
+
+    if _accelerator() == "gpu" and torch.cuda.device_count() < 2:
+        pytest.skip(f"needs 2 GPUs for 2 ranks, {torch.cuda.device_count()} visible (the summary records null)")
+    meg_steps, _, warmup = CASES[128]
+    _record(benchmark, "step-b128-dp2", _run("megatron", 128, meg_steps, warmup, mnist_root, tmp_path, devices=2))
+
+
+def _record(benchmark, group: str, result: dict) -> None:
+    benchmark.group = group
     benchmark.extra_info.update({k: v for k, v in result.items() if k != "step_ms"})
     benchmark.extra_info["what"] = "median gap between consecutive step ends, measured in a subprocess"
     # Replay: pytest-benchmark's own timing of this lambda is meaningless; the numbers are in extra_info.
     benchmark.pedantic(lambda: result["median_ms"], rounds=1, iterations=1)
     assert result["median_ms"] > 0
+
+
+def test_cli_help(benchmark):
+    """`bionemo-mnist --help` in a fresh interpreter: it must answer without importing torch or NeMo."""
+    cmd = [sys.executable, "-m", "bionemo.example_model.cli", "--help"]
+
+    def run():
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+    proc = benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
+    assert proc.returncode == 0 and "pretrain" in proc.stdout, proc.stderr
+    benchmark.group = "start-up"
+    benchmark.extra_info["what"] = "wall time of a fresh `python -m bionemo.example_model.cli --help`"
