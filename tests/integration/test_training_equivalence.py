@@ -224,3 +224,29 @@ def test_final_weights_do_not_depend_on_how_the_global_batch_is_split(split_runs
     assert sorted(weights) == sorted(expected) and expected
     for key in expected:
         torch.testing.assert_close(weights[key], expected[key], rtol=WEIGHT_RTOL, atol=WEIGHT_ATOL, msg=key)
+
+
+@pytest.mark.parametrize("split", [REFERENCE_SPLIT, *SPLIT_CASES])
+def test_logged_validation_loss_is_the_mean_over_every_validation_image(split_runs, mnist_root, split):
+    """
+    The last `val_loss` of the CSV log is the mean reconstruction error over all 5000 validation images under the
+    final weights, recomputed here in one batch: whatever the micro batch, however many ranks, and although the
+    last validation step holds only 5000 % 128 = 8 real images (the rest is padding the loss must ignore).
+    """
+    from bionemo.example_model.config import PretrainConfig
+    from bionemo.example_model.data import MNISTDataModule
+    from bionemo.example_model.losses import MSELossReduction
+    from bionemo.example_model.model import ExampleModel
+
+    run_dir = split_runs(split)
+    logged = metric_by_step(run_dir / "csv" / "metrics.csv", "val_loss")[PRETRAIN_STEPS - 1]
+    model = ExampleModel(PretrainConfig())
+    model.load_state_dict({k.removeprefix("module."): v for k, v in model_weights(run_dir).items()})
+    data = MNISTDataModule(data_dir=mnist_root)
+    data.setup()
+    val = data.splits["val"]
+    batch = val.get_batch(torch.arange(len(val)))
+    with torch.no_grad():
+        expected = MSELossReduction().per_sample_loss(batch, model(batch["data"])).double().mean().item()
+    assert len(val) == 5000
+    assert logged == pytest.approx(expected, rel=LOSS_RTOL)

@@ -56,6 +56,7 @@ class _SampleMeanLossReduction(MegatronLossReduction, Generic[OutputT]):
         super().__init__()
         self.validation_step = validation_step
         self.val_drop_last = val_drop_last
+        self.reduced_num_samples: Tensor | None = None  # set by reduce(): the real samples its mean is over
 
     def per_sample_loss(self, batch: MnistItem, forward_out: OutputT) -> Tensor:
         """Loss of every sample in the microbatch, shape [batch]."""
@@ -84,6 +85,7 @@ class _SampleMeanLossReduction(MegatronLossReduction, Generic[OutputT]):
         group = _data_parallel_group()
         if group is not None:
             dist.all_reduce(totals, op=dist.ReduceOp.SUM, group=group)
+        self.reduced_num_samples = totals[1]
         return totals[0] / totals[1]
 
 

@@ -46,7 +46,16 @@ class PredictionReduction(PassthroughLossReduction):
 
 
 class BionemoLightningModule(_BionemoLightningModule):
-    """A NeMo2 Lightning module for any example config, trained with Megatron's Adam."""
+    """
+    A NeMo2 Lightning module for any example config, trained with Megatron's Adam.
+
+    It also makes the logged `val_loss` the mean over every validation image. Upstream,
+    nemo/lightning/pytorch/strategies/megatron_strategy.py `validation_step` logs each step's loss with
+    `on_epoch=True` and no `batch_size`, and Lightning (dataloader_iter steps) then weighs each step by the size of
+    the *previous* step's last microbatch, 1 for the first: the epoch value is neither the mean over the images nor
+    independent of the micro batch size (and the short last step weighs as much as a full one). Here each step is
+    weighed by the number of real images its loss is over, counted by the loss reduction.
+    """
 
     def __init__(
         self,
@@ -72,3 +81,13 @@ class BionemoLightningModule(_BionemoLightningModule):
 
     def predict_loss_reduction(self) -> PredictionReduction:  # noqa: D102
         return PredictionReduction()
+
+    def validation_loss_reduction(self):  # noqa: D102
+        # NeMo builds one per validation step and calls its reduce(); keep it to read the step's sample count.
+        self._validation_reduction = super().validation_loss_reduction()
+        return self._validation_reduction
+
+    def log(self, name: str, value, *args, batch_size: int | None = None, **kwargs) -> None:  # noqa: D102
+        if name == "val_loss" and batch_size is None:
+            batch_size = int(self._validation_reduction.reduced_num_samples)
+        super().log(name, value, *args, batch_size=batch_size, **kwargs)
