@@ -16,7 +16,14 @@ HERE = Path(__file__).parent
 if str(HERE) not in sys.path:  # so the test modules can `import integration_helpers` in any pytest import mode
     sys.path.insert(0, str(HERE))
 
-from integration_helpers import Run, bionemo_mnist, pipeline_args, run, run_stage_cli  # noqa: E402
+from integration_helpers import (  # noqa: E402
+    MICRO_BATCH_SIZE,
+    Run,
+    bionemo_mnist,
+    pipeline_args,
+    run,
+    run_stage_cli,
+)
 
 
 @dataclass
@@ -44,9 +51,25 @@ def pipeline_2rank(tmp_path_factory, mnist_root) -> PipelineRun:
     The same pipeline with `--devices 2` (two processes, gloo), each process recorded by run_stage.py, with a CSV
     row every step: its pretrain stage (2 ranks x 64 = 128 images per step) doubles as the data-parallel run of the
     equivalence tests and as the uninterrupted reference of the two-rank resume test."""
-    base = tmp_path_factory.mktemp("pipeline-2rank")
+    return _two_rank_pipeline(tmp_path_factory.mktemp("pipeline-2rank"), mnist_root)
+
+
+@pytest.fixture(scope="session")
+def pipeline_2rank_distopt(tmp_path_factory, mnist_root) -> PipelineRun:
+    """
+    Two ranks with Megatron's distributed optimizer (Adam state sharded over the ranks) and 4 accumulated
+    microbatches of 16 per rank: the same 128 images per step as the other pipelines, through the other code paths.
+    Its pretrain stage is a batch split of the equivalence tests."""
+    base = tmp_path_factory.mktemp("pipeline-2rank-distopt")
+    extra = ("--accumulate-grad-batches", "4", "--use-distributed-optimizer")
+    return _two_rank_pipeline(base, mnist_root, *extra, micro_batch_size=16)
+
+
+def _two_rank_pipeline(base: Path, mnist_root: Path, *extra: str, micro_batch_size: int = MICRO_BATCH_SIZE):
+    """`pipeline --devices 2` into BASE/out through run_stage.py, recording each process and logging every step."""
     out, pid_dir = base / "out", base / "pids"
+    args = [*pipeline_args(out, mnist_root, devices=2, micro_batch_size=micro_batch_size), *extra]
     env = {"BIONEMO_TEST_PID_DIR": str(pid_dir), "BIONEMO_TEST_LOG_EVERY_N_STEPS": "1"}
-    result = run([*run_stage_cli(), *pipeline_args(out, mnist_root, devices=2)], env=env)
+    result = run([*run_stage_cli(), *args], env=env)
     processes = [json.loads(p.read_text()) for p in sorted(pid_dir.glob("process-*.json"))]
     return PipelineRun(out, result, processes)

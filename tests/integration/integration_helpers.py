@@ -164,7 +164,7 @@ def printed_checkpoint(output: str, stage: str) -> Path:
     return Path(found[0])
 
 
-def pipeline_args(out: Path, data_dir: Path, devices: int) -> list[str]:
+def pipeline_args(out: Path, data_dir: Path, devices: int, micro_batch_size: int = MICRO_BATCH_SIZE) -> list[str]:
     return [
         "pipeline",
         "--accelerator", "cpu",
@@ -172,7 +172,7 @@ def pipeline_args(out: Path, data_dir: Path, devices: int) -> list[str]:
         "--pretrain-steps", str(PRETRAIN_STEPS),
         "--finetune-steps", str(FINETUNE_STEPS),
         "--val-check-interval", str(VAL_CHECK_INTERVAL),
-        "--micro-batch-size", str(MICRO_BATCH_SIZE),
+        "--micro-batch-size", str(micro_batch_size),
         "--data-dir", str(data_dir),
         "--out", str(out),
     ]  # fmt: skip

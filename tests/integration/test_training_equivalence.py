@@ -3,8 +3,9 @@
 * Resuming: `bionemo-mnist pretrain --steps 10`, then the same command with `--steps 20` and the same `--out`,
   continues at step 10 and ends with the weights and Adam state of an uninterrupted 20-step run, bit for bit (two
   ranks; one rank does 7 -> 14 -> 20, resuming twice).
-* Splitting the global batch of 128 images as 2 ranks x 64, 1 rank x 128, or 1 rank x 4 accumulated microbatches
-  of 32 gives the same per-step loss, validation loss and final weights, up to float summation order.
+* Splitting the global batch of 128 images as 2 ranks x 64, 1 rank x 128, 1 rank x 4 accumulated microbatches
+  of 32, or 2 ranks x 4 x 16 with Megatron's distributed optimizer gives the same per-step loss, validation loss
+  and final weights, up to float summation order.
 
 Every run is `bionemo-mnist` in a subprocess, through run_stage.py (see there) so that it logs every step (CSV row +
 progress line), which the CLI cannot ask for; logging does not touch the numbers. The two-rank, 2 x 64 run is the
@@ -37,7 +38,10 @@ SPLITS = {
     "dp2_x_micro64": (2, 64, 1),
     "dp1_x_micro128": (1, 128, 1),
     "dp1_x_micro32_x_accumulate4": (1, 32, 4),
+    "dp2_x_micro16_x_accumulate4_distopt": (2, 16, 4),  # with --use-distributed-optimizer
 }
+# Splits that are the pretrain stage of a pipeline fixture (conftest.py): reused, not run again.
+PIPELINE_SPLITS = {"dp2_x_micro64": "pipeline_2rank", "dp2_x_micro16_x_accumulate4_distopt": "pipeline_2rank_distopt"}
 REFERENCE_SPLIT = "dp1_x_micro128"
 
 # Tolerances for runs that split the global batch differently. The same 128 images enter every step, but the fp32
@@ -89,8 +93,8 @@ def split_runs(tmp_path_factory, mnist_root, request):
     def get(split: str) -> Path:
         if split not in done:
             devices, micro, accumulate = SPLITS[split]
-            if split == "dp2_x_micro64":  # the same run as the pipeline's pretrain stage: reuse it
-                pipeline = request.getfixturevalue("pipeline_2rank")
+            if split in PIPELINE_SPLITS:  # the same run as a pipeline's pretrain stage: reuse it
+                pipeline = request.getfixturevalue(PIPELINE_SPLITS[split])
                 succeeded(pipeline.run)
                 done[split] = pipeline.out / "pretrain"
             else:
@@ -198,6 +202,7 @@ def test_resumed_checkpoint_records_the_samples_consumed_by_the_whole_run(resume
 SPLIT_CASES = [
     pytest.param("dp2_x_micro64", marks=[pytest.mark.slow, pytest.mark.multirank]),
     pytest.param("dp1_x_micro32_x_accumulate4", marks=pytest.mark.slow),
+    pytest.param("dp2_x_micro16_x_accumulate4_distopt", marks=[pytest.mark.slow, pytest.mark.multirank]),
 ]
 
 
