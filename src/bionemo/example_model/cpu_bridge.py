@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 __all__: Sequence[str] = (
     "PATCHES",
     "PatchSet",
+    "cuda_as_cpu",
     "install",
     "make_torchvision_importable",
     "make_torchvision_importable_on_import",
@@ -172,13 +173,20 @@ def _cuda_tensors_on_cpu() -> None:
     device means the CPU, `.cuda()` is a no-op, pinning is dropped and `Tensor.type()` reports the CUDA type name.
     Only requests for CUDA, which would raise on this torch, change meaning.
     """
-    mode = _CudaAsCpuMode.build()
+    mode = cuda_as_cpu()
     mode.__enter__()  # stays pushed for the life of the (CPU-only) process
     global _CUDA_AS_CPU
     _CUDA_AS_CPU = mode
 
 
 _CUDA_AS_CPU = None
+
+
+def cuda_as_cpu():
+    """
+    The `cuda_tensors_on_cpu` mode as a context manager, for code that must run upstream CUDA-only code on CPU
+    for a moment without patching the process (the unit tests drive Megatron's schedule this way)."""
+    return _CudaAsCpuMode.build()
 
 
 class _NoStream:

@@ -1,0 +1,76 @@
+"""Specification: gradient accumulation through Megatron's own schedule computes the gradient of the whole batch.
+
+NeMo trains with megatron-core's `forward_backward_no_pipelining`, which back-propagates each microbatch's loss
+divided by the number of microbatches and lets the gradients add up. With the example's loss reductions (the
+microbatch mean), N equal microbatches must give exactly the gradient of one batch of N times the size, up to fp32
+summation order. Run here on the real schedule, in one process with Megatron's parallel state (TP = PP = 1).
+"""
+
+import contextlib
+from functools import partial
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bionemo.example_model import cpu_bridge
+from bionemo.example_model.config import ExampleFineTuneBothConfig
+from bionemo.example_model.losses import MSEPlusClassifierLossReduction
+from bionemo.example_model.model import ExampleFineTuneBothModel
+
+pytestmark = pytest.mark.usefixtures("megatron_single_process")
+
+
+def batch_of(size: int, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "data": torch.rand(size, 1, 28, 28, generator=g),
+        "label": torch.randint(0, 10, (size,), generator=g),
+        "idx": torch.arange(size),
+    }
+
+
+def on_this_device():
+    """The schedule allocates on "cuda": on a CPU-only machine, run it under the CPU bridge's mode (scoped)."""
+    return contextlib.nullcontext() if torch.cuda.is_available() else cpu_bridge.cuda_as_cpu()
+
+
+def schedule_gradients(model: torch.nn.Module, microbatches: list[dict]) -> dict[str, torch.Tensor]:
+    """Gradients after one `forward_backward_no_pipelining` call over `microbatches`, as NeMo runs it."""
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+
+    def forward_step(data_iterator, module):
+        batch = next(data_iterator)
+        return module(batch["data"]), partial(MSEPlusClassifierLossReduction().forward, batch)
+
+    model.zero_grad(set_to_none=True)
+    with on_this_device():
+        get_forward_backward_func()(
+            forward_step_func=forward_step,
+            data_iterator=iter(microbatches),
+            model=[model],
+            num_microbatches=len(microbatches),
+            seq_length=1,
+            micro_batch_size=len(microbatches[0]["idx"]),
+            forward_only=False,
+        )
+    return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+@settings(max_examples=8, deadline=None)
+@given(num_microbatches=st.integers(2, 6), micro=st.integers(1, 24), seed=st.integers(0, 2**31 - 1))
+def test_accumulating_n_microbatches_gives_the_gradient_of_the_whole_batch(num_microbatches, micro, seed):
+    torch.manual_seed(seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = ExampleFineTuneBothModel(ExampleFineTuneBothConfig()).to(device)
+    whole = {k: v.to(device) for k, v in batch_of(num_microbatches * micro, seed).items()}
+    parts = [{k: v[i * micro : (i + 1) * micro] for k, v in whole.items()} for i in range(num_microbatches)]
+
+    accumulated = schedule_gradients(model, parts)
+    single = schedule_gradients(model, [whole])
+
+    assert sorted(accumulated) == sorted(single) and single
+    for name in single:
+        assert single[name].abs().sum() > 0, f"{name} got no gradient"
+        torch.testing.assert_close(accumulated[name], single[name], rtol=1e-5, atol=1e-7, msg=name)
