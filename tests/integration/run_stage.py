@@ -9,13 +9,19 @@ line*; so every multi-rank run must be a script of its own, never a call inside 
 Lightning gave it. Because the launcher re-executes this script for each extra rank, a run with `--devices 2` leaves
 two files with different pids; a rank that ran inside the first process would leave none.
 
+With $BIONEMO_TEST_DIE_IN_SAVE_AT_STEP=N, the process dies (exit code 17, no clean-up: `os._exit`) inside the
+first checkpoint save made at global step N, right after the weights are written and before NeMo writes the
+checkpoint's context/ and clears its "unfinished" marker: a crash in the middle of a save.
+
 The CLI does not expose `TrainOptions.log_every_n_steps` (a CSV row and a progress line every 50 steps), and the
 equivalence and resume tests compare the loss of every step: with $BIONEMO_TEST_LOG_EVERY_N_STEPS set, the CLI
 runs with that value (nothing else changes: logging does not touch the numbers).
 """
 
 import dataclasses
+import functools
 import json
+import multiprocessing
 import os
 import sys
 from pathlib import Path
@@ -34,6 +40,26 @@ def _record_process() -> None:
     (Path(pid_dir) / f"process-{os.getpid()}.json").write_text(json.dumps(record))
 
 
+DIED_IN_SAVE = 17
+
+
+def _die_in_save_at_step(step: int) -> None:
+    import lightning.pytorch as pl
+
+    save = pl.Trainer.save_checkpoint
+
+    @functools.wraps(save)  # keeps the signature: nv_one_logger subclasses Trainer and checks its overrides
+    def save_then_die(trainer, *args, **kwargs):
+        save(trainer, *args, **kwargs)
+        if trainer.global_step == step:
+            print(f"run_stage: dying in the checkpoint save at global step {step}", flush=True)
+            for child in multiprocessing.active_children():  # Megatron's checkpoint queue manager holds our pipes
+                child.kill()
+            os._exit(DIED_IN_SAVE)
+
+    pl.Trainer.save_checkpoint = save_then_die
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] != "cli":
         print(__doc__, file=sys.stderr)
@@ -41,6 +67,8 @@ def main(argv: list[str]) -> int:
     _record_process()
     from bionemo.example_model import cli
 
+    if step := os.environ.get("BIONEMO_TEST_DIE_IN_SAVE_AT_STEP"):
+        _die_in_save_at_step(int(step))
     if every := os.environ.get("BIONEMO_TEST_LOG_EVERY_N_STEPS"):
         options = cli._options
         cli._options = lambda args, steps: dataclasses.replace(options(args, steps), log_every_n_steps=int(every))

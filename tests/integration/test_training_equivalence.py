@@ -30,6 +30,9 @@ from integration_helpers import (
     run,
     run_stage_cli,
 )
+from run_stage import DIED_IN_SAVE
+
+from bionemo.example_model.checkpoints import is_checkpoint
 
 GLOBAL_BATCH = 128
 
@@ -194,6 +197,33 @@ def test_resumed_checkpoint_records_the_samples_consumed_by_the_whole_run(resume
     consumed = checkpoint_common(ckpt)["MNISTDataModule"]["consumed_samples"]
     assert consumed == PRETRAIN_STEPS * GLOBAL_BATCH, f"{ckpt.name}: consumed_samples {consumed}"
     assert f"consumed_samples={PRETRAIN_STEPS * GLOBAL_BATCH}.0" in ckpt.name
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_save_keeps_its_previous_checkpoint_and_resumes_from_it_to_the_same_weights(
+    tmp_path, mnist_root, split_runs
+):
+    out = tmp_path / "out"
+    args = [*run_stage_cli(), *pretrain_cli_args(out, mnist_root, PRETRAIN_STEPS, 1, GLOBAL_BATCH)]
+    killed = run(args, env={**PER_STEP_LOGS, "BIONEMO_TEST_DIE_IN_SAVE_AT_STEP": str(PRETRAIN_STEPS)})
+    assert killed.returncode == DIED_IN_SAVE, killed.describe()
+    checkpoints = out / "pretrain" / "checkpoints"
+    # The save it died in left weights but no context: not a checkpoint...
+    torn = [p for p in checkpoints.iterdir() if p.is_dir() and f"step={PRETRAIN_STEPS - 1}-" in p.name]
+    assert torn and all((p / "weights").is_dir() and not is_checkpoint(p) for p in torn), torn
+    # ...and the checkpoint before it is whole.
+    previous = last_checkpoint(out / "pretrain")
+    assert f"step={VAL_CHECK_INTERVAL - 1}-" in previous.name and is_checkpoint(previous), previous
+
+    resumed = succeeded(run(args, env=PER_STEP_LOGS))
+
+    restored = re.search(r"Restoring states from the checkpoint path at (\S+)", resumed.stdout + resumed.stderr)
+    assert restored and Path(restored.group(1)) == previous / "weights", resumed.describe()
+    assert printed_global_steps(resumed.stdout) == list(range(VAL_CHECK_INTERVAL, PRETRAIN_STEPS))
+    final = checkpoint_state(last_checkpoint(out / "pretrain"))
+    expected = checkpoint_state(last_checkpoint(split_runs(REFERENCE_SPLIT)))
+    assert sorted(final) == sorted(expected)
+    assert not [k for k in expected if not torch.equal(final[k], expected[k])]
 
 
 # --------------------------------------------------------------------------------------------------------------------
