@@ -1,5 +1,6 @@
 """
-Plot the tracked ratios over time from benchmarks/results/history.jsonl to history.png (matplotlib, Agg).
+Plot the tracked ratios over time from benchmarks/results/history.jsonl to history.png (matplotlib, Agg), one line
+per machine class: a CPU ratio and an H100 ratio are different series, never joined.
 
     python benchmarks/plot.py [--history benchmarks/results/history.jsonl] [--out benchmarks/results/history.png]
 """
@@ -19,7 +20,8 @@ SERIES = [
     ("loader_ratio_vs_gather", "loader / raw gather (b128, lower better)", 2),
     ("step_ratio_vs_raw_b128", "megatron / raw step (b128, lower better)", 2),
     ("step_ratio_vs_raw_b8192", "megatron / raw step (b8192, lower better)", None),
-    ("throughput_fraction_b8192", "throughput fraction (b8192, higher better)", None),
+    ("throughput_fraction_b8192", "throughput fraction (b8192, higher better)", 0.5),
+    ("dp2_scaling_b128", "2-rank / 1-rank samples/s (b128 per rank, 2 is perfect)", None),
 ]
 
 
@@ -33,12 +35,17 @@ def main() -> int:
     x = list(range(len(runs)))
     labels = [f"{r.get('timestamp', '')[:16]}\n{r.get('git') or ''}\n{r.get('machine_class', '')}" for r in runs]
     for ax, (key, title, target) in zip(axes, SERIES):
-        ys = [r.get("ratios", {}).get(key) for r in runs]
-        pts = [(i, y) for i, y in zip(x, ys) if y is not None]
-        if pts:
-            ax.plot(*zip(*pts), marker="o")
+        for machine in sorted({r.get("machine_class", "?") for r in runs}):
+            pts = [
+                (i, r["ratios"][key])
+                for i, r in zip(x, runs)
+                if r.get("machine_class", "?") == machine and r.get("ratios", {}).get(key) is not None
+            ]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=machine)
         if target is not None:
             ax.axhline(target, color="tab:red", linestyle="--", linewidth=1, label=f"target {target}")
+        if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="best", fontsize=7)
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)

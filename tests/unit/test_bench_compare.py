@@ -1,0 +1,64 @@
+"""Specification of the benchmark regression check (benchmarks/compare.py): direction-aware, 10% by default."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+COMPARE = Path(__file__).parents[2] / "benchmarks" / "compare.py"
+spec = importlib.util.spec_from_file_location("bench_compare", COMPARE)
+compare = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(compare)
+
+BASE = {
+    "loader_speedup_vs_original": 60.0,  # higher is better
+    "loader_ratio_vs_gather": 1.0,  # lower is better
+    "step_ratio_vs_raw_b128": 5.0,
+    "step_ratio_vs_raw_b8192": None,  # not measured
+    "throughput_fraction_b8192": 0.5,
+}
+
+
+def summary(**ratios) -> dict:
+    return {"machine_class": "cpu-2core", "step_ratio_stat": "min_ms", "ratios": {**BASE, **ratios}}
+
+
+def status(rows, key: str) -> str:
+    return next(r[4] for r in rows if r[0] == key)
+
+
+@pytest.mark.parametrize(
+    ("key", "worse", "within"),
+    [
+        ("loader_speedup_vs_original", 53.0, 55.0),  # higher is better: -11.7% fails, -8.3% passes
+        ("step_ratio_vs_raw_b128", 5.6, 5.4),  # lower is better: +12% fails, +8% passes
+        ("throughput_fraction_b8192", 0.44, 0.46),
+    ],
+)
+def test_a_ratio_that_worsens_by_more_than_10_percent_fails_and_one_within_passes(key, worse, within):
+    rows, failed = compare.compare(summary(), summary(**{key: worse}), 0.10)
+    assert failed and status(rows, key) == "REGRESSION"
+    rows, failed = compare.compare(summary(), summary(**{key: within}), 0.10)
+    assert not failed and status(rows, key) == "ok"
+
+
+def test_an_improvement_of_any_size_passes():
+    latest = summary(loader_speedup_vs_original=200.0, step_ratio_vs_raw_b128=1.5, throughput_fraction_b8192=0.9)
+    assert compare.compare(summary(), latest, 0.10)[1] is False
+
+
+def test_a_ratio_missing_on_either_side_is_reported_and_skipped():
+    rows, failed = compare.compare(summary(), summary(step_ratio_vs_raw_b8192=3.0), 0.10)
+    assert not failed and status(rows, "step_ratio_vs_raw_b8192").startswith("skipped")
+
+
+def test_the_command_exits_1_on_a_regression_and_prints_the_table(tmp_path, capsys):
+    base, latest = tmp_path / "base.json", tmp_path / "latest.json"
+    base.write_text(json.dumps(summary()))
+    latest.write_text(json.dumps(summary(step_ratio_vs_raw_b128=7.0)))
+    assert compare.main([str(base), str(latest)]) == 1
+    out = capsys.readouterr().out
+    assert "step_ratio_vs_raw_b128" in out and "REGRESSION" in out and "FAIL" in out
+    latest.write_text(json.dumps(summary()))
+    assert compare.main([str(base), str(latest)]) == 0
