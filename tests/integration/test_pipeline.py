@@ -178,10 +178,20 @@ def test_finetune_with_a_directory_that_is_not_a_checkpoint_is_one_error_line(tm
 
 
 @pytest.mark.parametrize(
-    ("flag", "value"), [("--steps", "0"), ("--devices", "0"), ("--micro-batch-size", "-1"), ("--steps", "ten")]
+    ("command", "flag", "value"),
+    [
+        ("pretrain", "--steps", "0"),
+        ("pretrain", "--steps", "-3"),
+        ("pretrain", "--devices", "0"),
+        ("pretrain", "--micro-batch-size", "-1"),
+        ("pretrain", "--steps", "ten"),
+        ("pipeline", "--pretrain-steps", "-5"),
+        ("pipeline", "--finetune-steps", "0"),
+        ("pipeline", "--accumulate-grad-batches", "0"),
+    ],
 )
-def test_pretrain_with_a_count_that_is_not_a_positive_integer_is_one_error_line(tmp_path, flag, value):
-    result = run([*bionemo_mnist(), "pretrain", flag, value, "--out", str(tmp_path / "out")])
+def test_a_count_that_is_not_a_positive_integer_is_one_error_line(tmp_path, command, flag, value):
+    result = run([*bionemo_mnist(), command, f"{flag}={value}", "--out", str(tmp_path / "out")])
     assert_one_line_error(result, f"argument {flag}", "positive integer", repr(value))
     assert not (tmp_path / "out").exists()
 

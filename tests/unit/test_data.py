@@ -5,6 +5,10 @@ Uses the real MNIST (the session fixture `mnist_root` converts it once from the 
 """
 
 import hashlib
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -24,6 +28,7 @@ from bionemo.example_model.data import (
     collate_microbatch,
     load_split_tensors,
 )
+from bionemo.example_model.errors import ExampleModelError
 
 fixture_settings = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -78,6 +83,25 @@ def test_setup_gives_train_val_test_of_55000_5000_10000(module):
     for split in module.splits.values():
         assert split.images.dtype == torch.uint8 and split.images.shape[1:] == (28, 28)
         assert split.labels.dtype == torch.int64
+
+
+def test_the_test_split_shares_no_image_with_train_or_val(module):
+    test = set(image_hashes(module.splits["test"].images))
+    assert len(test) == 10000
+    assert test.isdisjoint(image_hashes(module.splits["train"].images))
+    assert test.isdisjoint(image_hashes(module.splits["val"].images))
+
+
+def test_a_global_batch_that_is_not_a_multiple_of_the_micro_batch_is_refused_with_the_fix():
+    with pytest.raises(ExampleModelError, match=r"global_batch_size 200 must be a positive multiple of micro_batch"):
+        MNISTDataModule(micro_batch_size=64, global_batch_size=200)
+
+
+def test_a_shuffled_one_item_stream_is_refused_when_built_not_at_its_first_sample():
+    one = MnistEpochDataset(MnistSplit(torch.zeros(1, 28, 28, dtype=torch.uint8), torch.zeros(1, dtype=torch.long)))
+    with pytest.raises(ValueError, match="a one-item dataset cannot be shuffled: use shuffle=False"):
+        MnistResampler(one, shuffle=True)
+    assert len(MnistResampler(one, num_epochs=3, shuffle=False)) == 3
 
 
 def test_train_and_val_partition_the_60000_training_images(module, full_train):
@@ -216,6 +240,40 @@ def test_epoch_dataset_items_are_identical_on_every_call_and_from_a_fresh_instan
     assert_items_equal(MnistEpochDataset(fresh_module.splits["train"])[EpochIndex(3, 12345)], first)
     assert_items_equal(epoch_data[EpochIndex(0, 12345)], first)  # identity transform: every epoch, same pixels
     assert int(first["idx"]) == 12345
+
+
+_ITEMS_IN_ANOTHER_PROCESS = """
+import hashlib, json, sys
+import bionemo.example_model
+from bionemo.core.data.multi_epoch_dataset import EpochIndex
+from bionemo.example_model.data import MNISTDataModule, MnistEpochDataset
+
+root, pairs = sys.argv[1], json.loads(sys.argv[2])
+dm = MNISTDataModule(data_dir=root)
+dm.setup()
+dataset = MnistEpochDataset(dm.splits["train"])
+items = [dataset[EpochIndex(e, i)] for e, i in pairs]
+print(json.dumps([[hashlib.sha1(it["data"].numpy().tobytes()).hexdigest(), int(it["label"]), int(it["idx"])]
+                  for it in items]))
+"""
+
+
+def test_epoch_dataset_items_are_identical_in_another_process(module, mnist_root):
+    """A fresh interpreter (another hash seed) builds the split from the files again and returns the same items."""
+    g = torch.Generator().manual_seed(7)
+    pairs = [[int(e), int(i)] for e, i in zip(torch.randint(0, 5, (40,), generator=g), torch.randperm(55000)[:40])]
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _ITEMS_IN_ANOTHER_PROCESS, str(mnist_root), json.dumps(pairs)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    dataset = MnistEpochDataset(module.splits["train"])
+    here = []
+    for e, i in pairs:
+        item = dataset[EpochIndex(e, i)]
+        here.append([image_hashes(item["data"])[0], int(item["label"]), int(item["idx"])])
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == here
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -112,6 +112,22 @@ def test_num_samples_truncates_the_last_epoch_exactly(mapping, n, data, seed):
         assert len(orders) == full_epochs
 
 
+@both_mappings
+@SLOW
+@given(n=st.integers(2, 2000), data=st.data(), seed=resampler_seeds)
+def test_a_longer_stream_with_the_same_seed_starts_with_the_shorter_one(mapping, n, data, seed):
+    """
+    What makes resuming with more steps exact: the training stream is sized num_samples = steps x global batch, so a
+    run resumed with a larger --steps builds a longer stream, which must begin with exactly the samples the shorter
+    one had (so the last epoch of a short stream is a prefix of that epoch's full permutation)."""
+    short = data.draw(st.integers(1, 3 * n), label="short")
+    long = data.draw(st.integers(short + 1, 5 * n), label="long")
+    first = MultiEpochDatasetResampler(EchoDataset(n), num_samples=short, seed=seed)
+    longer = MultiEpochDatasetResampler(EchoDataset(n), num_samples=long, seed=seed)
+    for a, b in zip(mapping(first, range(short)), mapping(longer, range(short))):
+        np.testing.assert_array_equal(a, b)
+
+
 # --- determinism -----------------------------------------------------------------------------------------------------
 
 

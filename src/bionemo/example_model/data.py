@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision.datasets import MNIST
 
+from bionemo.example_model.errors import ExampleModelError
 from bionemo.example_model.mnist_files import default_data_dir, ensure_mnist
 from bionemo.example_model.sampling import check_resampler_args, resampler_epoch_indices
 
@@ -211,6 +212,12 @@ class MNISTDataModule(pl.LightningDataModule):
         self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
         self.micro_batch_size = micro_batch_size
         self.global_batch_size = global_batch_size or micro_batch_size
+        if micro_batch_size < 1 or self.global_batch_size % micro_batch_size:
+            raise ExampleModelError(
+                f"global_batch_size {self.global_batch_size} must be a positive multiple of micro_batch_size "
+                f"{micro_batch_size} (times the number of data-parallel ranks, which Megatron checks at setup): "
+                "pass global_batch_size = micro_batch_size x ranks x accumulated microbatches"
+            )
         self.seed = seed
         self.num_val = num_val
         self.num_workers = num_workers
