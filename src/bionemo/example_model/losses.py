@@ -83,7 +83,7 @@ class _SampleMeanLossReduction(MegatronLossReduction, Generic[OutputT]):
             ]
         ).sum(dim=0)
         group = _data_parallel_group()
-        if group is not None:
+        if group is not None and dist.get_world_size(group) > 1:  # a 1-rank all-reduce is a no-op with a cost
             dist.all_reduce(totals, op=dist.ReduceOp.SUM, group=group)
         self.reduced_num_samples = totals[1]
         return totals[0] / totals[1]
