@@ -88,6 +88,8 @@ class BionemoLightningModule(_BionemoLightningModule):
         return self._validation_reduction
 
     def log(self, name: str, value, *args, batch_size: int | None = None, **kwargs) -> None:  # noqa: D102
-        if name == "val_loss" and batch_size is None:
-            batch_size = int(self._validation_reduction.reduced_num_samples)
+        reduction = getattr(self, "_validation_reduction", None)
+        counted = getattr(reduction, "reduced_num_samples", None)  # None: not one of the example's reductions
+        if name == "val_loss" and batch_size is None and counted is not None:
+            batch_size = int(counted)
         super().log(name, value, *args, batch_size=batch_size, **kwargs)
