@@ -146,6 +146,11 @@ def checkpoint_common(ckpt: Path) -> dict:
     return torch.load(ckpt / "weights" / "common.pt", map_location="cpu", weights_only=False)
 
 
+def checkpoint_model_weights(ckpt: Path) -> dict:
+    """A checkpoint's model tensors (no optimizer state) under their plain parameter names (NeMo's `module.` off)."""
+    return {k.removeprefix("module."): v for k, v in checkpoint_state(ckpt).items() if k.startswith("module.")}
+
+
 def last_checkpoint(stage_dir: Path) -> Path:
     """
     The newest `-last` checkpoint of a stage: what `train()` returns and NeMo's AutoResume resumes from. (A

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from integration_helpers import HERE, checkpoint_state, run
+from integration_helpers import HERE, checkpoint_model_weights, run
 
 from bionemo.example_model.checkpoints import checkpoint_tensor_shapes, is_checkpoint
 
@@ -39,8 +39,7 @@ def chain(tmp_path_factory, mnist_root) -> tuple[Path, dict]:
 
 def saved_weights(chain, stage: str) -> dict[str, torch.Tensor]:
     """A stage's final checkpoint, model tensors only, with plain parameter names."""
-    state = checkpoint_state(Path(chain[1][stage]["checkpoint"]))
-    return {k.removeprefix("module."): v for k, v in state.items() if k.startswith("module.")}
+    return checkpoint_model_weights(Path(chain[1][stage]["checkpoint"]))
 
 
 def initial_weights(chain, stage: str) -> dict[str, torch.Tensor]:

@@ -22,6 +22,7 @@ from integration_helpers import (
     VAL_CHECK_INTERVAL,
     Run,
     checkpoint_common,
+    checkpoint_model_weights,
     checkpoint_state,
     last_checkpoint,
     metric_by_step,
@@ -79,8 +80,8 @@ PER_STEP_LOGS = {"BIONEMO_TEST_LOG_EVERY_N_STEPS": "1"}
 
 
 def model_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    """The model's tensors (no optimizer state) of the run's final checkpoint."""
-    return {k: v for k, v in checkpoint_state(last_checkpoint(run_dir)).items() if k.startswith("module.")}
+    """The model's tensors (no optimizer state) of the run's final checkpoint, by parameter name."""
+    return checkpoint_model_weights(last_checkpoint(run_dir))
 
 
 def succeeded(result: Run) -> Run:
@@ -276,7 +277,7 @@ def test_logged_validation_loss_is_the_mean_over_every_validation_image(split_ru
     run_dir = split_runs(split)
     logged = metric_by_step(run_dir / "csv" / "metrics.csv", "val_loss")[PRETRAIN_STEPS - 1]
     model = ExampleModel(PretrainConfig())
-    model.load_state_dict({k.removeprefix("module."): v for k, v in model_weights(run_dir).items()})
+    model.load_state_dict(model_weights(run_dir))
     data = MNISTDataModule(data_dir=mnist_root)
     data.setup()
     val = data.splits["val"]
