@@ -101,9 +101,9 @@ def run_raw(args) -> dict:
 
     torch.manual_seed(0)
     device = "cuda" if args.accelerator == "gpu" else "cpu"
-    dm = MNISTDataModule(data_dir=args.data_dir, micro_batch_size=args.batch, device=device)
+    dm = MNISTDataModule(data_dir=args.data_dir, batch_size=args.batch, device=device)
     dm.setup()
-    batch = next(iter(torch.utils.data.DataLoader(dm.train_dataset(), batch_size=args.batch, collate_fn=lambda b: b)))
+    batch = next(iter(torch.utils.data.DataLoader(dm.mnist_train, batch_size=args.batch, collate_fn=lambda b: b)))
     x = batch["data"]
     model = ExampleModel(PretrainConfig()).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)

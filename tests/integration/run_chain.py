@@ -4,10 +4,10 @@
 
 1. pretrain: `PretrainConfig()` (autoencoder, reconstruction loss);
 2. continue: `PretrainConfig(initial_ckpt_path=<1>)`, the same model from its checkpoint;
-3. add the head: `ExampleFineTuneBothConfig(initial_ckpt_path=<2>)` with the default skip prefix `digit_classifier`
+3. add the head: `ExampleFineTuneBothConfig(initial_ckpt_path=<2>)` skipping the prefix `digit_classifier`
    (autoencoder from the checkpoint, a new classifier; reconstruction + cross-entropy);
-4. drop the decoder: `ExampleFineTuneConfig(initial_ckpt_path=<3>)` (trunk from the checkpoint, the head skipped so
-   new again; cross-entropy only).
+4. drop the decoder: `ExampleFineTuneConfig(initial_ckpt_path=<3>)` with the default (empty) skip list: trunk and
+   the trained head from the checkpoint; cross-entropy only.
 
 Each stage trains 10 steps of 128 images on one CPU rank. For each stage the run saves the model's weights as the
 trainer had them before its first step (`OUT/<stage>-initial.pt`, plain parameter names) and writes OUT/chain.json:
@@ -55,7 +55,9 @@ def main(data_dir: Path, out: Path) -> int:
     stages = {
         "pretrain": lambda ckpt: PretrainConfig(),
         "continue": lambda ckpt: PretrainConfig(initial_ckpt_path=str(ckpt)),
-        "add_head": lambda ckpt: ExampleFineTuneBothConfig(initial_ckpt_path=str(ckpt)),
+        "add_head": lambda ckpt: ExampleFineTuneBothConfig(
+            initial_ckpt_path=str(ckpt), initial_ckpt_skip_keys_with_these_prefixes=["digit_classifier"]
+        ),
         "drop_decoder": lambda ckpt: ExampleFineTuneConfig(initial_ckpt_path=str(ckpt)),
     }
     result, ckpt = {}, None

@@ -5,12 +5,14 @@ The checkpoints here are real Megatron distributed checkpoints written the way N
 the `module.` prefix of NeMo's MegatronParallel wrapper, in `weights/`, next to a `context/` directory.
 """
 
+import logging
 import queue
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from nemo.lightning.io.mixin import IOMixin
 from torch import nn
 
 from bionemo.example_model import cpu_bridge
@@ -32,14 +34,22 @@ PRETRAIN_SHAPES = {
 
 
 def save_nemo2_checkpoint(model: nn.Module, path: Path) -> Path:
-    """Save `model` as NeMo2 does: Megatron dist-checkpoint of `module.<name>` keys in weights/, plus context/."""
+    """
+    Save `model` as NeMo2 does: Megatron dist-checkpoint of `module.<name>` keys in weights/, plus the context/ that
+    NeMo restores the model's config from (a `TrainerContext` of a module wrapping `model.config`)."""
     from megatron.core import dist_checkpointing
+    from nemo import lightning as nl
+    from nemo.lightning.io.pl import TrainerContext
+
+    from bionemo.example_model.module import BionemoLightningModule
 
     (path / "weights").mkdir(parents=True)
-    (path / "context").mkdir()
     # NeMo's MegatronParallel asks its module for `sharded_state_dict(prefix="module.")`: dict keys and the
     # ShardedTensors' own keys (what is written) both get the prefix; bionemo-llm's loader adds it back on load.
     dist_checkpointing.save(model.sharded_state_dict(prefix="module."), str(path / "weights"))
+    trainer = nl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)
+    context = TrainerContext(model=BionemoLightningModule(model.config), trainer=trainer, extra={})
+    context.io_dump(path / "context", yaml_attrs=[])
     return path
 
 
@@ -63,6 +73,8 @@ def saved(megatron_single_process, tmp_path_factory) -> Saved:
         from megatron.core.dist_checkpointing.strategies import filesystem_async
 
         patch.setattr(filesystem_async, "_results_queue", queue.Queue(), raising=True)
+        # context/model.yaml needs nemo_run, which is not installed; io.json (what is loaded back) does not.
+        patch.setattr(IOMixin, "_io_dump_yaml", lambda self, io, attrs: {}, raising=True)
         torch.manual_seed(1234)
         model = PretrainConfig().configure_model()
         out.pretrain = save_nemo2_checkpoint(model, root / "pretrain")
@@ -161,9 +173,7 @@ def test_a_new_head_without_its_skip_prefix_does_not_fit_and_is_named(saved):
 
 
 def test_configure_model_without_the_skip_prefix_raises_the_same_error(saved):
-    config = ExampleFineTuneConfig(
-        initial_ckpt_path=str(saved.pretrain), initial_ckpt_skip_keys_with_these_prefixes=[]
-    )
+    config = ExampleFineTuneConfig(initial_ckpt_path=str(saved.pretrain))  # the default skips nothing
     with pytest.raises(CheckpointError, match="does not fit.*digit_classifier"):
         config.configure_model()
 
@@ -201,7 +211,9 @@ def test_the_pretrain_checkpoint_fits_the_autoencoder_and_with_the_skip_the_clas
 
 def test_finetune_from_pretrain_loads_the_trunk_and_initialises_a_fresh_classifier(saved):
     torch.manual_seed(99)
-    loaded = ExampleFineTuneConfig(initial_ckpt_path=str(saved.pretrain)).configure_model()
+    loaded = ExampleFineTuneConfig(
+        initial_ckpt_path=str(saved.pretrain), initial_ckpt_skip_keys_with_these_prefixes=["digit_classifier"]
+    ).configure_model()
     torch.manual_seed(99)
     fresh = ExampleFineTuneConfig().configure_model()  # same seed, no checkpoint: what the layers would be unloaded
 
@@ -218,7 +230,9 @@ def test_finetune_from_pretrain_loads_the_trunk_and_initialises_a_fresh_classifi
 
 
 def test_finetune_both_from_pretrain_loads_encoder_and_decoder(saved):
-    loaded = ExampleFineTuneBothConfig(initial_ckpt_path=str(saved.pretrain)).configure_model()
+    loaded = ExampleFineTuneBothConfig(
+        initial_ckpt_path=str(saved.pretrain), initial_ckpt_skip_keys_with_these_prefixes=["digit_classifier"]
+    ).configure_model()
     for name, weight in saved.pretrain_weights.items():
         assert torch.equal(loaded.state_dict()[name], weight), name
     assert loaded.digit_classifier.weight.shape == (10, 3)
@@ -230,3 +244,37 @@ def test_pretrain_from_its_own_checkpoint_restores_every_weight(saved):
     assert set(loaded.state_dict()) == set(saved.pretrain_weights)
     for name, weight in saved.pretrain_weights.items():
         assert torch.equal(loaded.state_dict()[name], weight), name
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# No silent untrained head
+
+
+def fresh_weight_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "left at their initial values" in r.getMessage()]
+
+
+def test_a_config_that_skips_weights_says_in_one_line_which_were_left_at_their_initial_values(saved, caplog):
+    config = ExampleFineTuneConfig(
+        initial_ckpt_path=str(saved.pretrain), initial_ckpt_skip_keys_with_these_prefixes=["digit_classifier"]
+    )
+    with caplog.at_level(logging.WARNING, logger="bionemo.example_model"):
+        config.configure_model()
+    (line,) = fresh_weight_warnings(caplog)
+    assert "ExampleFineTuneModel" in line and "digit_classifier.bias, digit_classifier.weight" in line
+
+
+def test_a_config_that_loads_every_weight_warns_of_none(saved, caplog):
+    with caplog.at_level(logging.WARNING, logger="bionemo.example_model"):
+        PretrainConfig(initial_ckpt_path=str(saved.pretrain)).configure_model()
+    assert fresh_weight_warnings(caplog) == []
+
+
+def test_predict_refuses_a_config_that_would_leave_weights_untrained(saved):
+    from bionemo.example_model.train import TrainOptions, predict
+
+    config = ExampleFineTuneConfig(
+        initial_ckpt_path=str(saved.pretrain), initial_ckpt_skip_keys_with_these_prefixes=["digit_classifier"]
+    )
+    with pytest.raises(ExampleModelError, match="predict needs every weight from the checkpoint"):
+        predict(config, TrainOptions(accelerator="cpu"))

@@ -59,7 +59,9 @@ def image_hashes(images: torch.Tensor) -> list[str]:
 
 
 def assert_items_equal(actual: dict, expected: dict) -> None:
+    """Equal dtype, shape and values; the per-item dataset's int `label`/`idx` count as int64 tensors."""
     assert set(actual) == set(expected) == {"data", "label", "idx"}
+    expected = {key: torch.as_tensor(value) for key, value in expected.items()}
     for key in expected:
         assert actual[key].dtype == expected[key].dtype, key
         assert actual[key].shape == expected[key].shape, key
@@ -72,7 +74,7 @@ def assert_items_equal(actual: dict, expected: dict) -> None:
 
 def test_constructing_the_data_module_does_no_io(tmp_path):
     data_dir = tmp_path / "not-yet" / "mnist"
-    dm = MNISTDataModule(data_dir=data_dir, micro_batch_size=4)
+    dm = MNISTDataModule(data_dir=data_dir, batch_size=4)
     assert not data_dir.exists()
     assert not (tmp_path / "not-yet").exists()
     assert dm.splits == {}
@@ -93,8 +95,10 @@ def test_the_test_split_shares_no_image_with_train_or_val(module):
 
 
 def test_a_global_batch_that_is_not_a_multiple_of_the_micro_batch_is_refused_with_the_fix():
-    with pytest.raises(ExampleModelError, match=r"global_batch_size 200 must be a positive multiple of micro_batch"):
-        MNISTDataModule(micro_batch_size=64, global_batch_size=200)
+    with pytest.raises(
+        ExampleModelError, match=r"global_batch_size 200 must be a positive multiple of the micro batch size 64"
+    ):
+        MNISTDataModule(batch_size=64, global_batch_size=200)
 
 
 def test_a_shuffled_one_item_stream_is_refused_when_built_not_at_its_first_sample():
@@ -125,7 +129,8 @@ def test_val_is_a_random_sample_of_the_training_images_not_a_block(module, full_
     position = {h: i for i, h in enumerate(image_hashes(full_train.images))}
     val_positions = torch.tensor([position[h] for h in image_hashes(module.splits["val"].images)])
     assert val_positions.min() < 1000 and val_positions.max() > 59000
-    assert torch.all(val_positions[1:] > val_positions[:-1])  # kept in file order
+    order = torch.randperm(60000, generator=torch.Generator().manual_seed(42))
+    assert torch.equal(val_positions, order[55000:])  # random_split's order: the last 5,000 of its permutation
     assert set(module.splits["val"].labels.tolist()) == set(range(10))
 
 
@@ -148,12 +153,12 @@ def test_the_same_seed_gives_the_same_split_and_another_seed_another(module, mni
 
 
 def test_without_a_trainer_the_training_stream_is_one_shuffled_epoch(module):
-    stream = module.train_dataset()
+    stream = module.mnist_train
     assert isinstance(stream, MnistResampler)
     assert len(stream) == 55000 and stream.shuffle
     idx = stream.__getitems__(list(range(len(stream))))["idx"]
-    assert torch.equal(idx.sort().values, torch.arange(55000))
-    assert not torch.equal(idx, torch.arange(55000))
+    assert torch.equal(idx.sort().values, module.splits["train"].ids.sort().values)
+    assert not torch.equal(idx, module.splits["train"].ids)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -201,17 +206,19 @@ stream_indices = st.one_of(windows(STREAM_LEN), st.lists(st.integers(0, STREAM_L
 def test_resampler_getitems_equals_its_per_item_items_stacked(val_stream, indices):
     batch = val_stream.__getitems__(indices)
     assert_items_equal(batch, default_collate([val_stream[i] for i in indices]))
-    # ... which are the items bionemo-core's mapping names: split item `idx` of EpochIndex(epoch, idx).
+    # ... which are the items bionemo-core's mapping names: split item `idx` of EpochIndex(epoch, idx), reported by
+    # its index in the IDX file (as the original's per-item dataset under a Subset does).
     core_idx = [val_stream._global_index_to_permuted_local_index(i).idx for i in indices]
-    assert batch["idx"].tolist() == core_idx
+    assert batch["idx"].tolist() == val_stream.dataset.dataset.ids[core_idx].tolist()
 
 
 def test_resampler_getitems_across_an_epoch_boundary_changes_the_order(val_stream):
     """Each epoch is a permutation of the whole split, and a different one."""
     epoch0 = val_stream.__getitems__(list(range(0, VAL_LEN)))["idx"]
     epoch1 = val_stream.__getitems__(list(range(VAL_LEN, 2 * VAL_LEN)))["idx"]
-    assert torch.equal(epoch0.sort().values, torch.arange(VAL_LEN))
-    assert torch.equal(epoch1.sort().values, torch.arange(VAL_LEN))
+    ids = val_stream.dataset.dataset.ids.sort().values
+    assert torch.equal(epoch0.sort().values, ids)
+    assert torch.equal(epoch1.sort().values, ids)
     assert not torch.equal(epoch0, epoch1)
 
 
@@ -221,7 +228,7 @@ def test_unshuffled_resampler_getitems_equals_its_per_item_items(module, indices
     stream = MnistResampler(MnistEpochDataset(module.splits["val"]), num_epochs=2, shuffle=False)
     batch = stream.__getitems__(indices)
     assert_items_equal(batch, default_collate([stream[i] for i in indices]))
-    assert batch["idx"].tolist() == [i % VAL_LEN for i in indices]
+    assert batch["idx"].tolist() == module.splits["val"].ids[[i % VAL_LEN for i in indices]].tolist()
 
 
 def test_resampler_getitems_rejects_out_of_range_indices(val_stream):
@@ -239,7 +246,7 @@ def test_epoch_dataset_items_are_identical_on_every_call_and_from_a_fresh_instan
     fresh_module.setup()
     assert_items_equal(MnistEpochDataset(fresh_module.splits["train"])[EpochIndex(3, 12345)], first)
     assert_items_equal(epoch_data[EpochIndex(0, 12345)], first)  # identity transform: every epoch, same pixels
-    assert int(first["idx"]) == 12345
+    assert int(first["idx"]) == int(module.splits["train"].ids[12345])
 
 
 _ITEMS_IN_ANOTHER_PROCESS = """
@@ -324,9 +331,10 @@ def test_padded_eval_dataset_refuses_a_shuffled_or_multi_epoch_stream(module):
 
 @pytest.mark.parametrize(("global_batch", "padded"), [(128, 5120), (1000, 5000), (384, 5376)])
 def test_the_module_pads_evaluation_splits_to_whole_global_batches(mnist_root, module, global_batch, padded):
-    dm = MNISTDataModule(data_dir=mnist_root, micro_batch_size=global_batch, global_batch_size=global_batch)
-    dm.splits = module.splits  # the same tensors; setup() would only load them again
-    val, test = dm.eval_dataset("val"), dm.eval_dataset("test")
+    dm = MNISTDataModule(data_dir=mnist_root, batch_size=global_batch, global_batch_size=global_batch)
+    dm.splits = module.splits  # the same tensors; setup() only builds the streams over them
+    dm.setup()
+    val, test = dm.val_dataloader().dataset, dm.predict_dataloader().dataset
     assert len(val) == padded
     assert len(test) == -(-10000 // global_batch) * global_batch
 

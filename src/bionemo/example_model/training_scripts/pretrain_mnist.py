@@ -1,8 +1,16 @@
-"""Original entry point: `python -m bionemo.example_model.training_scripts.pretrain_mnist [bionemo-mnist flags]`."""
+"""The original example's pretraining script: `python -m bionemo.example_model.training_scripts.pretrain_mnist`."""
 
-import sys
+from pathlib import Path
 
-from bionemo.example_model.training_scripts._original import run
+from bionemo.example_model.lightning.lightning_basic import BionemoLightningModule, PretrainConfig, checkpoint_callback
+from bionemo.example_model.training_scripts import _original
+
+
+def run_pretrain(name: str, directory_name: str) -> Path:
+    """Pretrain the autoencoder for 100 steps under `directory_name/pretrain`; returns its last checkpoint."""
+    module = BionemoLightningModule(config=PretrainConfig())
+    return _original.train(module, Path(directory_name) / "pretrain", name, checkpoint_callback)
+
 
 if __name__ == "__main__":
-    sys.exit(run("pretrain", None, {}))
+    print(run_pretrain("example", "sample_models"))
