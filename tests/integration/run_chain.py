@@ -20,31 +20,35 @@ from pathlib import Path
 
 import bionemo.example_model  # noqa: F401  (first: installs the torchvision hook before lightning imports it)
 
+# isort: split
+import lightning.pytorch as pl
+
 STEPS = 10
 
 
-def record_callback(initial_path: Path):
-    """A callback that saves the weights at the start of training and keeps the logged loss of every step."""
-    import lightning.pytorch as pl
-    import torch
+class Record(pl.Callback):
+    """
+    A callback that saves the weights at the start of training and keeps the logged loss of every step. (A module-level
+    class: NeMo serialises the trainer's callbacks into each checkpoint's context/, and the next stage reads it.)"""
 
-    class Record(pl.Callback):
-        def __init__(self) -> None:
-            self.losses: list[float] = []
+    def __init__(self, initial_path: Path) -> None:
+        super().__init__()
+        self.initial_path = initial_path
+        self.losses: list[float] = []
 
-        def on_train_start(self, trainer, pl_module):
-            state = {}
-            for key, value in pl_module.state_dict().items():
-                while key.startswith("module."):  # NeMo's MegatronParallel and Megatron's DDP wrappers
-                    key = key.removeprefix("module.")
-                if "_extra_state" not in key:
-                    state[key] = value.detach().clone()
-            torch.save(state, initial_path)
+    def on_train_start(self, trainer, pl_module):
+        import torch
 
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            self.losses.append(float(trainer.callback_metrics["reduced_train_loss"]))
+        state = {}
+        for key, value in pl_module.state_dict().items():
+            while key.startswith("module."):  # NeMo's MegatronParallel and Megatron's DDP wrappers
+                key = key.removeprefix("module.")
+            if "_extra_state" not in key:
+                state[key] = value.detach().clone()
+        torch.save(state, self.initial_path)
 
-    return Record()
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append(float(trainer.callback_metrics["reduced_train_loss"]))
 
 
 def main(data_dir: Path, out: Path) -> int:
@@ -62,7 +66,7 @@ def main(data_dir: Path, out: Path) -> int:
     }
     result, ckpt = {}, None
     for name, config in stages.items():
-        record = record_callback(out / f"{name}-initial.pt")
+        record = Record(out / f"{name}-initial.pt")
         opts = TrainOptions(
             max_steps=STEPS,
             accelerator="cpu",

@@ -145,6 +145,14 @@ def test_a_run_directory_error_lists_the_checkpoints_below_it(saved, tmp_path):
     check_initial_checkpoint(ExampleModel(PretrainConfig()), found[-1], [])  # and each listed path is accepted
 
 
+def test_a_checkpoint_whose_context_nemo_failed_to_write_is_a_checkpoint_error_naming_it(saved, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(saved.pretrain, broken)
+    (broken / "context" / "io.json").write_text("")  # what NeMo leaves when it cannot serialise the run
+    with pytest.raises(CheckpointError, match="no readable context/io.json"):
+        PretrainConfig(initial_ckpt_path=str(broken)).configure_model()
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Checkpoints that do not fit the model
 

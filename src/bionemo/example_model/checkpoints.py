@@ -4,6 +4,7 @@ Megatron's distributed checkpoint, `context/` holding the serialised trainer/mod
 a bad `initial_ckpt_path` into one clear error instead of a stack trace from deep inside Megatron.
 """
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -75,7 +76,7 @@ def _not_a_checkpoint(path: Path) -> CheckpointError:
 
 
 def check_is_checkpoint(path: str | Path) -> None:
-    """Raise `CheckpointError` unless `path` is a NeMo2 checkpoint directory."""
+    """Raise `CheckpointError` unless `path` is a NeMo2 checkpoint directory whose context NeMo can read back."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(
@@ -84,6 +85,15 @@ def check_is_checkpoint(path: str | Path) -> None:
         )
     if not is_checkpoint(path):
         raise _not_a_checkpoint(path)
+    try:
+        json.loads((path / "context" / "io.json").read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(
+            f"checkpoint {path} has no readable context/io.json ({type(e).__name__}), which holds the model's "
+            "settings: NeMo could not serialise the run when it saved it (its log then says 'Failed to dump training "
+            "context', e.g. for a callback class defined inside a function). Train that stage again with "
+            "module-level callbacks."
+        ) from e
 
 
 def check_checkpoint_fits(model: "nn.Module", path: str | Path, skip_prefixes: Sequence[str]) -> None:
