@@ -35,10 +35,24 @@ def pipeline(session: nox.Session) -> None:
     session.run("bionemo-mnist", "pipeline", *session.posargs)
 
 
+def install_gpu_node_stack(session: nox.Session) -> None:
+    """A GPU node's libraries on CPU: its preinstalled ones where a CPU build exists (numpy 2, pandas 3, ...), then
+    requirements/gpu-node.txt with --no-deps, exactly as tools/install_wheelhouse.sh installs it there."""
+    find_links = ["--find-links", TORCH_FIND_LINKS] if Path(TORCH_FIND_LINKS).is_dir() else []
+    session.install(*find_links, "-r", str(REQ / "cpu-torch.txt"), "-r", str(REQ / "gpu-node-preinstalled.txt"))
+    session.install("--no-deps", "-r", str(REQ / "gpu-node.txt"), "py-spy")
+    session.install("--no-deps", "-e", ".")
+
+
 @nox.session
-def tests(session: nox.Session) -> None:
-    """The CPU suite: unit, property and integration tests (multi-rank ones with gloo). GPU tests are deselected."""
-    install_stack(session, *TEST_DEPS)
+@nox.parametrize("stack", ["pinned", "gpu-node"])
+def tests(session: nox.Session, stack: str) -> None:
+    """The CPU suite: unit, property and integration tests (multi-rank ones with gloo). GPU tests are deselected.
+    Twice: on the CPU pins (numpy 1) and on a GPU node's library versions (numpy 2; see gpu-node-preinstalled.txt)."""
+    if stack == "pinned":
+        install_stack(session, *TEST_DEPS)
+    else:
+        install_gpu_node_stack(session)
     session.run("pytest", "-m", "not gpu", "--timeout=900", *session.posargs)
 
 

@@ -24,7 +24,10 @@ thread, which makes medians swing 10x). Writes {"mode", "batch", "steps", "warmu
 """
 
 import argparse
+import faulthandler
 import json
+import os
+import signal
 import statistics
 import sys
 import time
@@ -75,6 +78,8 @@ def run_megatron(args) -> dict:
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # noqa: D102
             ends.append(time.perf_counter())
+            if len(ends) == args.steps:  # where a hang happened, for the harness's message
+                _say(f"last step done at {ends[-1] - STARTED:.1f} s; the final validation and checkpoint save follow")
 
     opts = TrainOptions(
         max_steps=args.steps,
@@ -88,7 +93,12 @@ def run_megatron(args) -> dict:
         extra_callbacks=[StepClock()],
     )
     train(PretrainConfig(), opts, args.run_dir, "bench")
+    _say("train() returned")
     return _summary("megatron", args, ends)
+
+
+def _say(message: str) -> None:
+    print(f"step_runner rank {os.environ.get('LOCAL_RANK', '0')}: {message}", flush=True)
 
 
 def run_raw(args) -> dict:
@@ -132,6 +142,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--run-dir", required=True, help="fresh directory for logs and checkpoints (shared by ranks)")
     args = parser.parse_args(argv)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # test_step_bench.py asks for stacks before a kill
     import torch
 
     torch.set_num_threads(args.threads)

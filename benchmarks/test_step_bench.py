@@ -13,8 +13,10 @@ prints for these tests are NOT the step time (they are ~1 us). Read `extra_info.
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,10 @@ HERE = Path(__file__).parent
 # (batch, megatron steps, raw steps, warmup). b8192 on CPU: ~0.1-0.3 s per step, a ~1 min run including startup.
 CASES = {128: (100, 300, 20), 8192: (25, 40, 5)}
 SKIP_8192 = os.environ.get("BENCH_SKIP_B8192") == "1"
+# A step runner that takes longer has hung (CPU: ~80 s for 2 ranks on a busy 2-core machine; GPU: imports 30-40 s
+# per process, and Lightning starts rank 1 after rank 0 imported).
+RUN_TIMEOUT_S = int(os.environ.get("BENCH_RUN_TIMEOUT_S", "240"))
+RANK_EXIT_GRACE_S = 30
 
 
 def _accelerator() -> str:
@@ -36,12 +42,74 @@ def _run(mode: str, batch: int, steps: int, warmup: int, data_dir: Path, tmp_pat
     cmd = [sys.executable, str(HERE / "step_runner.py"), mode, "--batch", str(batch), "--steps", str(steps)]
     cmd += ["--warmup", str(warmup), "--accelerator", _accelerator(), "--devices", str(devices)]
     cmd += ["--data-dir", str(data_dir), "--out", str(out), "--run-dir", str(tmp_path / f"run-{out.stem}")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=540)
-    if proc.returncode != 0:
+    returncode, output, failure = _run_session(cmd, tmp_path / f"{out.stem}.log")
+    if failure or returncode != 0:
+        reached = "\n".join(line for line in output.splitlines() if line.startswith("step_runner rank"))
         raise AssertionError(
-            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+            f"{' '.join(cmd)} {failure or f'failed ({returncode})'}\nhow far each rank got:\n{reached or '(no step)'}"
+            f"\n--- output (tail) ---\n{output[-8000:]}"
         )
     return json.loads(out.read_text())
+
+
+def _run_session(cmd: list[str], log: Path) -> tuple[int | None, str, str]:
+    """
+    Run `cmd` (and every rank Lightning starts from it) in a session of its own, output to `log`, never hanging:
+    after RUN_TIMEOUT_S, or when ranks outlive the first process by RANK_EXIT_GRACE_S (a rank stuck in a collective
+    its peer never joins), every process of the session prints its Python stacks (step_runner.py registers
+    faulthandler on SIGUSR1) and is killed. Returns (exit code of the first process, output, why it was stopped).
+    Output goes to a file, not pipes: a leftover rank holding a pipe would block the reader for good.
+    """
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        failure = ""
+        try:
+            proc.wait(timeout=RUN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            failure = f"did not finish in {RUN_TIMEOUT_S} s (BENCH_RUN_TIMEOUT_S); stacks of every rank below"
+        deadline = time.monotonic() + RANK_EXIT_GRACE_S
+        while not failure and _session_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if not failure and _session_alive(proc.pid):
+            failure = f"exited {proc.returncode}, but other ranks were still running {RANK_EXIT_GRACE_S} s later"
+        if failure:
+            _dump_stacks_and_kill(proc.pid)
+        proc.wait()
+    return proc.returncode, log.read_text(errors="replace"), failure
+
+
+def _session_alive(session: int) -> bool:
+    try:
+        os.killpg(session, 0)  # the session's leader started the only process group in it
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _group_members(group: int) -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[1].split()  # state ppid pgrp ...
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def _dump_stacks_and_kill(session: int) -> None:
+    """Each process prints its stacks in turn (one at a time, so their dumps do not interleave), then all die."""
+    for pid in _group_members(session):
+        try:
+            os.kill(pid, signal.SIGUSR1)
+        except ProcessLookupError:
+            continue
+        time.sleep(1.5)
+    try:
+        os.killpg(session, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 @pytest.mark.parametrize("mode", ["raw", "megatron"])

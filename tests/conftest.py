@@ -23,6 +23,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="session")
+def free_tcp_port():
+    """`free_port`, for test modules (they cannot import this conftest by name: tests/integration has one too)."""
+    return free_port
+
+
 @pytest.fixture(scope="module")
 def megatron_single_process():
     """A one-process gloo group with Megatron's model-parallel state (TP = PP = 1), torn down after the module.

@@ -81,6 +81,14 @@ def run(cmd: list[str], *, env: dict[str, str] | None = None, timeout: float = R
     return Run(cmd, proc.pid, proc.returncode, stdout, stderr, seconds)
 
 
+def run_together(cmds: list[list[str]], *, env: dict[str, str] | None = None, timeout: float = RUN_TIMEOUT_S):
+    """`run` for each of `cmds` at the same time (processes that wait for each other, like torchrun's nodes)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(cmds)) as pool:
+        return list(pool.map(lambda cmd: run(cmd, env=env, timeout=timeout), cmds))
+
+
 def _reap_session(session_id: int, grace_s: float = 60.0) -> None:
     """Wait for the other processes of session `session_id` (ranks > 0) to exit; kill them after `grace_s`."""
 
@@ -101,6 +109,22 @@ def _reap_session(session_id: int, grace_s: float = 60.0) -> None:
         time.sleep(0.5)
     for pid in members():
         os.kill(pid, signal.SIGKILL)
+
+
+# argparse's own errors (bad flag values) are prefixed with the subcommand, `bionemo-mnist pretrain: error: ...`,
+# after its usage text; the CLI's errors are `bionemo-mnist: error: ...`. Both are one line.
+ERROR_LINE = re.compile(r"^bionemo-mnist(?: [a-z]+)?: error: ")
+
+
+def assert_one_line_error(result: Run, *mentions: str) -> str:
+    """`result` failed with exit code 2 and exactly one `error:` line (mentioning each of `mentions`), no traceback."""
+    assert result.returncode == 2, result.describe()
+    assert "Traceback" not in result.stdout + result.stderr, result.describe()
+    errors = [line for line in result.stderr.splitlines() if ERROR_LINE.match(line)]
+    assert len(errors) == 1, result.describe()
+    for text in mentions:
+        assert text in errors[0], errors[0]
+    return errors[0]
 
 
 def read_csv_rows(path: Path) -> list[dict[str, str]]:

@@ -8,7 +8,6 @@ the tests here only read what a run left behind, so every behaviour is one test 
 """
 
 import hashlib
-import re
 import shutil
 import struct
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 from integration_helpers import (
     FINETUNE_STEPS,
     PRETRAIN_STEPS,
-    Run,
+    assert_one_line_error,
     bionemo_mnist,
     checkpoint_common,
     read_csv_rows,
@@ -144,20 +143,6 @@ def test_pipeline_with_devices_2_runs_each_rank_in_its_own_process(pipeline_2ran
 
 # --------------------------------------------------------------------------------------------------------------------
 # Bad input: one error line, exit code 2, no traceback
-
-# argparse's own errors (bad flag values) are prefixed with the subcommand, `bionemo-mnist pretrain: error: ...`,
-# after its usage text; the CLI's errors are `bionemo-mnist: error: ...`. Both are one line.
-ERROR_LINE = re.compile(r"^bionemo-mnist(?: [a-z]+)?: error: ")
-
-
-def assert_one_line_error(result: Run, *mentions: str) -> str:
-    assert result.returncode == 2, result.describe()
-    assert "Traceback" not in result.stdout + result.stderr, result.describe()
-    errors = [line for line in result.stderr.splitlines() if ERROR_LINE.match(line)]
-    assert len(errors) == 1, result.describe()
-    for text in mentions:
-        assert text in errors[0], errors[0]
-    return errors[0]
 
 
 def test_finetune_with_a_pretrain_ckpt_that_does_not_exist_is_one_error_line(tmp_path):

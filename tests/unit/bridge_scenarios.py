@@ -112,6 +112,19 @@ def scenario_pretrain_resume(data_dir: Path, work_dir: Path) -> None:
     _ok("pretrain_resume")
 
 
+def _np_product_callers_patched() -> bool:
+    """Whether megatron's modules that call `np.product` see a numpy other than numpy itself (the bridge's view)."""
+    import importlib
+
+    import numpy
+
+    from bionemo.example_model.nemo_bridge import _NP_PRODUCT_CALLERS
+
+    seen = {importlib.import_module(name).np is numpy for name in _NP_PRODUCT_CALLERS}
+    assert len(seen) == 1, "the bridge replaced `np` in some of megatron's modules but not all"
+    return not seen.pop()
+
+
 def scenario_ddp_progress(data_dir: Path, work_dir: Path) -> None:
     """One rank of a 2-rank CPU pretrain whose ProgressPrinter prints (and reports Megatron timers) at every step."""
     from bionemo.example_model import cpu_bridge, nemo_bridge
@@ -122,6 +135,7 @@ def scenario_ddp_progress(data_dir: Path, work_dir: Path) -> None:
     opts = _opts(data_dir, max_steps=3, val_check_interval=3, devices=2, log_every_n_steps=1)
     ckpt = train(PretrainConfig(), opts, work_dir / "ddp", "pretrain")
     print(f"RANK {os.environ.get('RANK')} DONE {ckpt}", flush=True)
+    print(f"NP_PRODUCT_CALLERS_PATCHED {json.dumps(_np_product_callers_patched())}", flush=True)
     print(f"INSTALLED {json.dumps(cpu_bridge.PATCHES.installed + nemo_bridge.PATCHES.installed)}", flush=True)
     _ok("ddp_progress")
 

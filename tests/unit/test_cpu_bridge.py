@@ -31,6 +31,10 @@ The symptoms observed with torch 2.13.0+cpu, megatron-core and NeMo as pinned (a
   steps do not block), then both ranks hang in `broadcast` in nemo's ModelCheckpoint `file_exists` at the first
   checkpoint save: the ranks' collective sequences no longer match. The canary asserts the hang (timeout, with the
   all-patches run finishing well inside it) and that rank 0 printed its progress lines.
+- numpy2_product_alias (numpy 2 only; `nox -s "tests(stack='gpu-node')"`): both ranks of a 2-rank run die at the
+  first checkpoint save with `AttributeError: module 'numpy' has no attribute 'product'`, raised in
+  megatron/core/dist_checkpointing/exchange_utils.py `_shard_size`. On numpy 1 there is nothing to show: the patch
+  must then leave megatron's modules alone.
 
 NeMo imports in ~15 s, so the NeMo scenarios run as jobs of one `bridge_scenarios.py batch` process that imports
 once and forks one fresh child per (scenario, skip set), each installing the bridges itself; only the jobs the
@@ -52,6 +56,8 @@ HANG_TIMEOUT_S = 60  # the 2-rank run with every patch on takes ~10 s here
 JOB_TIMEOUT_S = 150
 
 torch = pytest.importorskip("torch")
+numpy = pytest.importorskip("numpy")
+NUMPY_HAS_PRODUCT = hasattr(numpy, "product")  # numpy 1: the numpy2_product_alias symptom cannot occur
 pytestmark = pytest.mark.skipif(
     torch.version.cuda is not None,
     reason="the canaries document the symptoms of a CPU-only torch; on a CUDA torch the CPU bridges are not used",
@@ -135,6 +141,11 @@ JOBS: dict[str, tuple[str, list[str], int, int]] = {
         ["progress_printer_rank0_collective"],
         2,
         HANG_TIMEOUT_S,
+    ),
+    **(
+        {}
+        if NUMPY_HAS_PRODUCT
+        else {"ddp_without_numpy2_product_alias": ("ddp_progress", ["numpy2_product_alias"], 2, JOB_TIMEOUT_S)}
     ),
 }
 
@@ -375,6 +386,45 @@ def test_without_progress_printer_rank0_collective_upstream_still_fails_with_two
     )
 
 
+# --- numpy2_product_alias -------------------------------------------------------------------------------------------
+
+
+def _np_product_callers_patched(log: str) -> bool:
+    line = next((line for line in log.splitlines() if line.startswith("NP_PRODUCT_CALLERS_PATCHED ")), None)
+    assert line is not None, f"the scenario did not report megatron's numpy references\n{_tail(log)}"
+    return json.loads(line.removeprefix("NP_PRODUCT_CALLERS_PATCHED "))
+
+
+@pytest.mark.slow
+@pytest.mark.multirank
+@uses("ddp_all_on")
+def test_numpy2_product_alias_makes_two_rank_checkpoint_save_work_and_applies_only_where_numpy_lacks_product(runs):
+    _assert_succeeded(runs, "ddp_all_on", "numpy2_product_alias", "DONE", ranks=2)
+    for rank in range(2):
+        patched = _np_product_callers_patched(_log(runs, "ddp_all_on", rank))
+        assert patched == (not NUMPY_HAS_PRODUCT), (
+            f"numpy {numpy.__version__} {'has' if NUMPY_HAS_PRODUCT else 'lacks'} `product`, but megatron's `np` "
+            f"names were {'' if patched else 'not '}replaced on rank {rank}"
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.multirank
+@pytest.mark.skipif(NUMPY_HAS_PRODUCT, reason="numpy 1 has `product`: the symptom needs numpy 2 (stack='gpu-node')")
+@uses("ddp_without_numpy2_product_alias")
+def test_without_numpy2_product_alias_upstream_still_fails_with_numpy_has_no_attribute_product(runs):
+    job = "ddp_without_numpy2_product_alias"
+    symptom = "AttributeError: module 'numpy' has no attribute 'product'"
+    for rank in range(2):
+        log = _log(runs, job, rank)
+        fails = not runs[job]["timed_out"] and runs[job]["rc"] != 0 and OK not in log and symptom in log
+        assert fails, _upstream_fixed("numpy2_product_alias", "nemo_bridge.py", symptom, runs[job]["rc"], log)
+        for where in ("megatron/core/dist_checkpointing/exchange_utils.py", "in _shard_size", "in save_checkpoint"):
+            assert where in log, _upstream_fixed(
+                "numpy2_product_alias", "nemo_bridge.py", f"{symptom} ({where})", runs[job]["rc"], log
+            )
+
+
 # --- PatchSet --------------------------------------------------------------------------------------------------------
 
 
@@ -386,7 +436,12 @@ def test_patchset_install_is_idempotent(runs):
     line = next(line for line in log.splitlines() if line.startswith("INSTALL_RESULT "))
     result = json.loads(line.removeprefix("INSTALL_RESULT "))
     cpu = ["cuda_tensors_on_cpu", "cuda_runtime_on_cpu", "resume_without_cuda_init"]
-    nemo = ["skip_llm_collection_import", "context_yaml_without_nemo_run", "progress_printer_rank0_collective"]
+    nemo = [
+        "skip_llm_collection_import",
+        "context_yaml_without_nemo_run",
+        "progress_printer_rank0_collective",
+        "numpy2_product_alias",
+    ]
     assert result["registered"] == cpu + nemo
     assert result["first"] == result["second"] == result["module_level"] == cpu
     assert result["nemo_first"] == result["nemo_second"] == nemo

@@ -42,7 +42,13 @@ def _positive_float(text: str) -> float:
 
 def _add_common(p: argparse.ArgumentParser, steps_flags: dict[str, int]) -> None:
     p.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto", help="default: gpu if available")
-    p.add_argument("--devices", type=_positive_int, default=1, help="data-parallel ranks (processes)")
+    p.add_argument("--devices", type=_positive_int, default=1, help="data-parallel ranks (processes) per node")
+    p.add_argument(
+        "--num-nodes",
+        type=_positive_int,
+        default=1,
+        help="machines, each running --devices ranks, started by torchrun or srun (see README)",
+    )
     p.add_argument("--precision", choices=["32", "bf16-mixed"], default="32")
     for flag, default in steps_flags.items():
         p.add_argument(flag, type=_positive_int, default=default, help=f"optimizer steps (default {default})")
@@ -88,6 +94,7 @@ def _options(args: argparse.Namespace, steps: int):
         lr=args.lr,
         accelerator=args.accelerator,
         devices=args.devices,
+        num_nodes=args.num_nodes,
         precision=args.precision,
         val_check_interval=args.val_check_interval,
         use_distributed_optimizer=args.use_distributed_optimizer,

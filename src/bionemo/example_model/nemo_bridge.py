@@ -109,6 +109,45 @@ def _progress_printer_rank0_collective() -> None:
     ProgressPrinter.log_megatron_timers = log_megatron_timers
 
 
+# megatron-core 0.15.3 modules that call `np.product`: exchange_utils `_shard_size` (every multi-rank save), mapping
+# `ShardedTensor.local_coordinates` and validation `_validate_sharding_for_key_flattened` (flattened shards).
+_NP_PRODUCT_CALLERS = (
+    "megatron.core.dist_checkpointing.exchange_utils",
+    "megatron.core.dist_checkpointing.mapping",
+    "megatron.core.dist_checkpointing.validation",
+)
+
+
+def _numpy_with_product() -> types.ModuleType:
+    """A view of numpy that adds only the `product` alias (numpy 2 removed it; `prod` does the same)."""
+    import numpy
+
+    view = types.ModuleType("numpy", numpy.__doc__)
+    view.__getattr__ = lambda name: getattr(numpy, name)  # PEP 562: everything else is numpy's own attribute
+    view.product = numpy.prod
+    return view
+
+
+@PATCHES.register("numpy2_product_alias")
+def _numpy2_product_alias() -> None:
+    """
+    Upstream: megatron/core/dist_checkpointing/exchange_utils.py `_shard_size` calls `np.product` (also
+    mapping.py `ShardedTensor.local_coordinates`, validation.py `_validate_sharding_for_key_flattened`), which numpy 2
+    removed. Symptom: with numpy 2 (GPU nodes ship 2.5) and 2+ ranks, every rank dies at the first checkpoint save
+    (the fully parallel save strategy sizes the shards) with `AttributeError: module 'numpy' has no attribute
+    'product'`; one rank never gets there. Applied only where numpy lacks `product`, and only to those modules' `np`
+    name (a view of numpy with the alias), so numpy itself, and whatever else checks it, still sees numpy 2."""
+    import importlib
+
+    import numpy
+
+    if hasattr(numpy, "product"):
+        return
+    view = _numpy_with_product()
+    for name in _NP_PRODUCT_CALLERS:
+        importlib.import_module(name).np = view
+
+
 def install() -> list[str]:
     """Install every patch here (idempotent)."""
     return PATCHES.install()

@@ -36,6 +36,7 @@ class TrainOptions:
     lr: float = 1e-3
     accelerator: Accelerator = "auto"
     devices: int = 1
+    num_nodes: int = 1
     precision: Precision = "32"
     val_check_interval: int = 500
     limit_val_batches: int | float = 1.0
@@ -48,12 +49,19 @@ class TrainOptions:
 
     @property
     def global_batch_size(self) -> int:
-        """Samples per optimizer step over all data-parallel ranks."""
-        return self.micro_batch_size * self.devices * self.accumulate_grad_batches
+        """Samples per optimizer step over all data-parallel ranks (devices on each of num_nodes machines)."""
+        return self.micro_batch_size * self.devices * self.num_nodes * self.accumulate_grad_batches
 
     def check(self) -> None:
         """Reject impossible settings with one clear message each, before anything is started or written."""
-        for name in ("max_steps", "micro_batch_size", "accumulate_grad_batches", "devices", "val_check_interval"):
+        for name in (
+            "max_steps",
+            "micro_batch_size",
+            "accumulate_grad_batches",
+            "devices",
+            "num_nodes",
+            "val_check_interval",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ExampleModelError(f"{name} must be a positive integer, got {value!r}")
@@ -67,10 +75,32 @@ class TrainOptions:
             raise ExampleModelError(
                 f"--devices {self.devices} asks for more GPUs than the {torch.cuda.device_count()} visible"
             )
+        _check_launcher(self.devices, self.num_nodes)
 
     def resolved_accelerator(self) -> Literal["cpu", "gpu"]:
         """`auto` means the GPU where CUDA is available."""
         return resolve_accelerator(self.accelerator)
+
+
+def _check_launcher(devices: int, num_nodes: int) -> None:
+    """
+    Where torchrun or srun started this process, Lightning's own cluster environment (TorchElasticEnvironment,
+    SLURMEnvironment: the ones nl.Trainer will pick) checks --devices/--num-nodes against what was launched; its
+    complaint becomes one error line. Several nodes without any launcher would wait for the others forever.
+    """
+    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+    environment = next((env() for env in (TorchElasticEnvironment, SLURMEnvironment) if env.detect()), None)
+    if environment is not None:
+        try:
+            environment.validate_settings(num_devices=devices, num_nodes=num_nodes)
+        except ValueError as e:
+            raise ExampleModelError(f"{e} (processes started by {type(environment).__name__})") from e
+    elif num_nodes > 1 and "MASTER_ADDR" not in os.environ:
+        raise ExampleModelError(
+            f"--num-nodes {num_nodes} needs every node started by a launcher: torchrun --nnodes {num_nodes} or "
+            "srun (see README, 'Several nodes'), or MASTER_ADDR/MASTER_PORT/NODE_RANK set on each node"
+        )
 
 
 def resolve_accelerator(accelerator: Accelerator) -> Literal["cpu", "gpu"]:
@@ -104,6 +134,7 @@ def _trainer(opts: TrainOptions, callbacks: list, max_steps: int):
     return nl.Trainer(
         accelerator=opts.resolved_accelerator(),
         devices=opts.devices,
+        num_nodes=opts.num_nodes,
         strategy=strategy,
         max_steps=max_steps,
         val_check_interval=min(opts.val_check_interval, max_steps),
@@ -144,9 +175,15 @@ def _module(config: ExampleGenericConfig, opts: TrainOptions, module_cls: type |
 def fit(model, data, trainer, log, resume) -> None:
     """
     What `nemo.collections.llm.train(model, data, trainer, log=log, resume=resume)` does for this example
-    (NeMoLogger.setup, AutoResume.setup, trainer.fit), without importing `nemo.collections.llm` (STACK.md, item 7).
+    (NeMoLogger.setup, the telemetry config, AutoResume.setup, trainer.fit), without importing
+    `nemo.collections.llm` (STACK.md, item 7). The telemetry step matters: NeMo's OneLogger callback is enabled on the
+    process whose RANK is 0 at import (rank 0 under torchrun), and there the first checkpoint save raises
+    `OneLoggerError: Training telemetry config must be set before the start of training` without it.
     """
+    from nemo.lightning.callback_group import CallbackGroup
+
     log.setup(trainer, resume_if_exists=getattr(resume, "resume_if_exists", False))
+    CallbackGroup.get_instance().update_config(nemo_version="v2", trainer=trainer, data=data)
     resume.setup(trainer, model)
     trainer.fit(model, data)
 
@@ -270,5 +307,10 @@ def predict(config: ExampleGenericConfig, opts: TrainOptions) -> Predictions:
 
 
 def is_global_rank_zero() -> bool:
-    """True on the process that writes shared results (rank 0, or the only process)."""
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+    """
+    True on the process that writes shared results: global rank 0 as Lightning knows it (set by the strategy; before
+    that, from the launcher's RANK / SLURM_PROCID / LOCAL_RANK). srun sets no RANK, so the environment alone is not
+    enough."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return rank_zero_only.rank == 0
