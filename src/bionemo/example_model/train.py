@@ -99,7 +99,8 @@ def _trainer(opts: TrainOptions, callbacks: list, max_steps: int):
             overlap_grad_reduce=False,
             overlap_param_gather=False,
         ),
-        # torch's Adam (no Apex/TE) can only save a fully reshardable distributed-optimizer state (STACK.md, 9).
+        # torch's Adam (no Apex/TE) can only save a fully reshardable distributed-optimizer state (STACK.md, 9);
+        # loading it back needs nemo_bridge's `distributed_optimizer_*` patches.
         ckpt_optim_fully_reshardable=opts.use_distributed_optimizer,
         ckpt_async_save=False,
         ckpt_load_strictness="log_all",
@@ -154,7 +155,6 @@ def train(config: ExampleGenericConfig, opts: TrainOptions, run_dir: str | Path,
 
     opts.check()
     run_dir = Path(run_dir)
-    _check_resumable(opts, run_dir)
     ckpt = checkpoint_callback(every_n_train_steps=min(opts.val_check_interval, opts.max_steps))
     trainer = _trainer(opts, [*opts.extra_callbacks], opts.max_steps)
     loggers = [CSVLogger(save_dir=str(run_dir), name="csv", version="")]
@@ -180,25 +180,6 @@ def train(config: ExampleGenericConfig, opts: TrainOptions, run_dir: str | Path,
     nl.AutoResume(resume_if_exists=True, resume_ignore_no_checkpoint=True).setup(trainer, module)
     trainer.fit(module, _data(opts))
     return _last_checkpoint(run_dir / "checkpoints")
-
-
-def _check_resumable(opts: TrainOptions, run_dir: Path) -> None:
-    """
-    Refuse, before anything is loaded or written, a resume that upstream cannot do.
-
-    With torch's Adam (no Apex / TransformerEngine, as on every pip install), megatron-core 0.15's
-    `DistributedOptimizer.state_dict` (megatron/core/optimizer/distrib_optimizer.py) asserts that Adam holds exactly
-    one shared `step`; at resume its state is still empty, so loading any checkpoint fails with a bare
-    `AssertionError` (STACK.md, item 9).
-    """
-    from bionemo.example_model.checkpoints import is_checkpoint
-
-    if opts.use_distributed_optimizer and any(map(is_checkpoint, (run_dir / "checkpoints").glob("*-last"))):
-        raise ExampleModelError(
-            f"{run_dir} already holds a checkpoint, and resuming it with --use-distributed-optimizer is not supported "
-            "with torch's Adam (megatron-core's distributed optimizer cannot load its state). Use a new --out, or "
-            "run without --use-distributed-optimizer."
-        )
 
 
 def _last_checkpoint(ckpt_dir: Path) -> Path:
