@@ -155,6 +155,7 @@ def train(config: ExampleGenericConfig, opts: TrainOptions, run_dir: str | Path,
 
     opts.check()
     run_dir = Path(run_dir)
+    _check_resumable(opts, run_dir)
     ckpt = checkpoint_callback(every_n_train_steps=min(opts.val_check_interval, opts.max_steps))
     trainer = _trainer(opts, [*opts.extra_callbacks], opts.max_steps)
     loggers = [CSVLogger(save_dir=str(run_dir), name="csv", version="")]
@@ -180,6 +181,32 @@ def train(config: ExampleGenericConfig, opts: TrainOptions, run_dir: str | Path,
     nl.AutoResume(resume_if_exists=True, resume_ignore_no_checkpoint=True).setup(trainer, module)
     trainer.fit(module, _data(opts))
     return _last_checkpoint(run_dir / "checkpoints")
+
+
+def _check_resumable(opts: TrainOptions, run_dir: Path) -> None:
+    """
+    Refuse, before anything is loaded or written, to resume a checkpoint with the other kind of optimizer.
+
+    Megatron's distributed optimizer and its plain one save Adam's state under different keys and layouts; loading
+    one's checkpoint with the other fails deep inside the load (`KeyError: 'optimizer.state.exp_avg...'` or
+    `KeyError: 'pre_wd_mult'`). A change of rank count is fine: both formats hold Adam's state per parameter.
+    """
+    from megatron.core import dist_checkpointing
+
+    from bionemo.example_model.checkpoints import is_checkpoint
+
+    finished = [p for p in (run_dir / "checkpoints").glob("*-last") if p.is_dir() and is_checkpoint(p)]
+    if not finished:
+        return
+    ckpt = max(finished, key=lambda p: p.stat().st_mtime)  # the one NeMo's AutoResume resumes from
+    metadata = dist_checkpointing.load_content_metadata(str(ckpt / "weights")) or {}
+    saved_distributed = "distrib_optim_sharding_type" in metadata
+    if saved_distributed != opts.use_distributed_optimizer:
+        saved, asked = ("with", "without") if saved_distributed else ("without", "with")
+        raise ExampleModelError(
+            f"{ckpt} was saved {saved} --use-distributed-optimizer and cannot be resumed {asked} it: run again "
+            f"{saved} --use-distributed-optimizer, or use a new --out"
+        )
 
 
 def _last_checkpoint(ckpt_dir: Path) -> Path:
