@@ -123,8 +123,7 @@ def _distributed_optimizer_state_before_first_step() -> None:
     calls `state_dict()`, which with torch's Adam (no Apex / TE) reads the step from Adam's per-parameter state:
     `steps = list(set([s["step"].item() for s in inner_state_dict["state"].values()])); assert len(steps) == 1`.
     On resume the optimizer has not stepped yet, so that state is empty. Symptom: every resume of a
-    distributed-optimizer run dies with a bare `AssertionError` there, from nemo's `MegatronStrategy.load_checkpoint`
-    (and with the state made by the optimizer's own `init_state_fn`, which has no `step`: `KeyError: 'step'`).
+    distributed-optimizer run dies with a bare `AssertionError` there, from nemo's `MegatronStrategy.load_checkpoint`.
     Fix: before such a load, give every parameter the state torch's Adam creates on its first step (step 0, zero
     moments); the checkpoint's values overwrite it."""
     import torch

@@ -189,7 +189,8 @@ def _check_resumable(opts: TrainOptions, run_dir: Path) -> None:
 
     Megatron's distributed optimizer and its plain one save Adam's state under different keys and layouts; loading
     one's checkpoint with the other fails deep inside the load (`KeyError: 'optimizer.state.exp_avg...'` or
-    `KeyError: 'pre_wd_mult'`). A change of rank count is fine: both formats hold Adam's state per parameter.
+    `KeyError: 'pre_wd_mult'`). A distributed-optimizer run may resume on another number of ranks: its fully
+    reshardable checkpoint holds Adam's state per parameter.
     """
     from megatron.core import dist_checkpointing
 
