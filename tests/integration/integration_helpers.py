@@ -175,6 +175,17 @@ def checkpoint_model_weights(ckpt: Path) -> dict:
     return {k.removeprefix("module."): v for k, v in checkpoint_state(ckpt).items() if k.startswith("module.")}
 
 
+def adam_steps(ckpt: Path) -> set[float]:
+    """
+    The step count(s) Adam's state was saved with: Megatron's FP32Optimizer keeps one `common_step`; the distributed
+    optimizer writes one `step` per parameter group (its `state_dict`, from the steps of Adam's per-parameter state).
+    """
+    optimizer = checkpoint_common(ckpt)["optimizer"][0]
+    if "param_state_sharding_type" in optimizer:  # the distributed optimizer
+        return {group["step"] for group in optimizer["optimizer"]["param_groups"]}
+    return {optimizer["state"]["common_step"].item()}
+
+
 def last_checkpoint(stage_dir: Path) -> Path:
     """
     The newest `-last` checkpoint of a stage: what `train()` returns and NeMo's AutoResume resumes from. (A
@@ -191,6 +202,15 @@ def printed_checkpoint(output: str, stage: str) -> Path:
     found = re.findall(rf"^{stage} checkpoint: (.+)$", output, flags=re.MULTILINE)
     assert len(found) == 1, output[-3000:]
     return Path(found[0])
+
+
+def restored_checkpoint(result: Run) -> Path:
+    """The checkpoint a run resumed from (Lightning logs the `weights/` folder it restores)."""
+    restored = re.search(r"Restoring states from the checkpoint path at (\S+)", result.stdout + result.stderr)
+    assert restored, result.describe()
+    path = Path(restored.group(1))
+    assert path.name == "weights", path
+    return path.parent
 
 
 def pipeline_args(out: Path, data_dir: Path, devices: int, micro_batch_size: int = MICRO_BATCH_SIZE) -> list[str]:

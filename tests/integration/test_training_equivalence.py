@@ -1,8 +1,10 @@
 """Specification: how training is run does not change what it computes (fp32, CPU, real MNIST).
 
 * Resuming: `bionemo-mnist pretrain --steps 10`, then the same command with `--steps 20` and the same `--out`,
-  continues at step 10 and ends with the weights and Adam state of an uninterrupted 20-step run, bit for bit (two
-  ranks; one rank does 7 -> 14 -> 20, resuming twice).
+  continues at step 10 and ends with the weights and Adam state (moments and step) of an uninterrupted 20-step run,
+  bit for bit (two ranks; one rank does 7 -> 14 -> 20, resuming twice), with or without Megatron's distributed
+  optimizer, and also after a run killed in the middle of a checkpoint save. A distributed-optimizer run stopped on
+  two ranks and resumed on one continues from its Adam state.
 * Splitting the global batch of 128 images as 2 ranks x 64, 1 rank x 128, 1 rank x 4 accumulated microbatches
   of 32, or 2 ranks x 4 x 16 with Megatron's distributed optimizer gives the same per-step loss, validation loss
   and final weights, up to float summation order.
@@ -12,7 +14,8 @@ progress line), which the CLI cannot ask for; logging does not touch the numbers
 pretrain stage of the `pipeline_2rank` session fixture (conftest.py), which uses the same settings.
 """
 
-import re
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,7 @@ from integration_helpers import (
     PRETRAIN_STEPS,
     VAL_CHECK_INTERVAL,
     Run,
+    adam_steps,
     checkpoint_common,
     checkpoint_model_weights,
     checkpoint_state,
@@ -28,6 +32,7 @@ from integration_helpers import (
     metric_by_step,
     printed_checkpoint,
     printed_global_steps,
+    restored_checkpoint,
     run,
     run_stage_cli,
 )
@@ -37,12 +42,23 @@ from bionemo.example_model.checkpoints import is_checkpoint
 
 GLOBAL_BATCH = 128
 
-# How the global batch of 128 is split: (devices, micro batch size, accumulated microbatches).
+
+@dataclass(frozen=True)
+class Split:
+    """How the global batch of 128 is split, and whether Adam's state is sharded (Megatron's distributed optimizer)."""
+
+    devices: int
+    micro: int
+    accumulate: int = 1
+    distopt: bool = False
+
+
 SPLITS = {
-    "dp2_x_micro64": (2, 64, 1),
-    "dp1_x_micro128": (1, 128, 1),
-    "dp1_x_micro32_x_accumulate4": (1, 32, 4),
-    "dp2_x_micro16_x_accumulate4_distopt": (2, 16, 4),  # with --use-distributed-optimizer
+    "dp2_x_micro64": Split(2, 64),
+    "dp1_x_micro128": Split(1, 128),
+    "dp1_x_micro32_x_accumulate4": Split(1, 32, 4),
+    "dp2_x_micro16_x_accumulate4_distopt": Split(2, 16, 4, distopt=True),
+    "dp1_x_micro128_distopt": Split(1, 128, distopt=True),
 }
 # Splits that are the pretrain stage of a pipeline fixture (conftest.py): reused, not run again.
 PIPELINE_SPLITS = {"dp2_x_micro64": "pipeline_2rank", "dp2_x_micro16_x_accumulate4_distopt": "pipeline_2rank_distopt"}
@@ -62,17 +78,18 @@ WEIGHT_RTOL, WEIGHT_ATOL = 1e-5, 1e-6
 # Runs (each once per session, on first use)
 
 
-def pretrain_cli_args(out: Path, data_dir: Path, steps: int, devices: int, micro: int, accumulate: int = 1) -> list:
+def pretrain_cli_args(out: Path, data_dir: Path, steps: int, split: Split) -> list:
     return [
         "pretrain",
         "--accelerator", "cpu",
-        "--devices", str(devices),
+        "--devices", str(split.devices),
         "--steps", str(steps),
-        "--micro-batch-size", str(micro),
-        "--accumulate-grad-batches", str(accumulate),
+        "--micro-batch-size", str(split.micro),
+        "--accumulate-grad-batches", str(split.accumulate),
         "--val-check-interval", str(VAL_CHECK_INTERVAL),
         "--data-dir", str(data_dir),
         "--out", str(out),
+        *(["--use-distributed-optimizer"] if split.distopt else []),
     ]  # fmt: skip
 
 
@@ -96,14 +113,13 @@ def split_runs(tmp_path_factory, mnist_root, request):
 
     def get(split: str) -> Path:
         if split not in done:
-            devices, micro, accumulate = SPLITS[split]
             if split in PIPELINE_SPLITS:  # the same run as a pipeline's pretrain stage: reuse it
                 pipeline = request.getfixturevalue(PIPELINE_SPLITS[split])
                 succeeded(pipeline.run)
                 done[split] = pipeline.out / "pretrain"
             else:
                 out = tmp_path_factory.mktemp(split) / "out"
-                args = pretrain_cli_args(out, mnist_root, PRETRAIN_STEPS, devices, micro, accumulate)
+                args = pretrain_cli_args(out, mnist_root, PRETRAIN_STEPS, SPLITS[split])
                 succeeded(run([*run_stage_cli(), *args], env=PER_STEP_LOGS))
                 done[split] = out / "pretrain"
         return done[split]
@@ -111,33 +127,48 @@ def split_runs(tmp_path_factory, mnist_root, request):
     return get
 
 
+@dataclass
+class ResumedRuns:
+    runs: list[Run]  # one per segment
+    run_dir: Path  # the `pretrain/` dir the runs share
+    interrupted: Path  # a copy of `pretrain/` as the first run left it
+
+
 @pytest.fixture(scope="session")
 def resumed_runs(tmp_path_factory, mnist_root):
     """
-    `get(devices, segments)` -> (runs, pretrain dir): the same `pretrain` command and --out, run once per segment
-    with `--steps` set to the segment's end, e.g. (7, 14, 20): 7 steps, resumed to 14, resumed again to 20."""
-    done: dict[tuple, tuple[list[Run], Path]] = {}
+    `get(split, segments)` -> ResumedRuns: the same `pretrain` command and --out, run once per segment with
+    `--steps` set to the segment's end, e.g. (7, 14, 20): 7 steps, resumed to 14, resumed again to 20."""
+    done: dict[tuple, ResumedRuns] = {}
 
-    def get(devices: int, segments: tuple[int, ...]) -> tuple[list[Run], Path]:
-        if (devices, segments) not in done:
-            out = tmp_path_factory.mktemp(f"resume-{devices}rank") / "out"
-            micro = GLOBAL_BATCH // devices
+    def get(split: str, segments: tuple[int, ...]) -> ResumedRuns:
+        if (split, segments) not in done:
+            base = tmp_path_factory.mktemp(f"resume-{split}")
             runs = []
             for steps in segments:
-                args = pretrain_cli_args(out, mnist_root, steps, devices, micro)
+                args = pretrain_cli_args(base / "out", mnist_root, steps, SPLITS[split])
                 runs.append(succeeded(run([*run_stage_cli(), *args], env=PER_STEP_LOGS)))
-            done[devices, segments] = (runs, out / "pretrain")
-        return done[devices, segments]
+                if len(runs) == 1:
+                    shutil.copytree(base / "out" / "pretrain", base / "interrupted")
+            done[split, segments] = ResumedRuns(runs, base / "out" / "pretrain", base / "interrupted")
+        return done[split, segments]
 
     return get
 
 
-# (ranks, where the runs stop, the uninterrupted run with the same split). One rank resumes twice: the data position
-# a resumed run saves is what the next resume starts from. Two ranks resume once (each two-rank run costs ~35 s).
+# (split, where the runs stop), resumed and compared with the uninterrupted run of the same split. One rank resumes
+# twice: the data position a resumed run saves is what the next resume starts from. The others resume once (each
+# two-rank run costs ~35 s). The distributed-optimizer cases need the nemo_bridge's three `distributed_optimizer_*`
+# patches (torch's Adam: megatron-core cannot restore its state without them).
 RESUME_CASES = [
-    pytest.param(1, (7, 14, PRETRAIN_STEPS), "dp1_x_micro128", id="1rank", marks=pytest.mark.slow),
+    pytest.param("dp1_x_micro128", (7, 14, PRETRAIN_STEPS), id="1rank", marks=pytest.mark.slow),
+    pytest.param("dp2_x_micro64", (10, PRETRAIN_STEPS), id="2rank", marks=[pytest.mark.slow, pytest.mark.multirank]),
+    pytest.param("dp1_x_micro128_distopt", (10, PRETRAIN_STEPS), id="1rank-distopt", marks=pytest.mark.slow),
     pytest.param(
-        2, (10, PRETRAIN_STEPS), "dp2_x_micro64", id="2rank", marks=[pytest.mark.slow, pytest.mark.multirank]
+        "dp2_x_micro16_x_accumulate4_distopt",
+        (10, PRETRAIN_STEPS),
+        id="2rank-distopt",
+        marks=[pytest.mark.slow, pytest.mark.multirank],
     ),
 ]
 
@@ -146,11 +177,20 @@ RESUME_CASES = [
 # Resume
 
 
-@pytest.mark.parametrize(("devices", "segments", "reference"), RESUME_CASES)
-def test_rerun_with_the_same_out_resumes_at_the_step_after_the_last_checkpoint(
-    resumed_runs, devices, segments, reference
-):
-    runs, run_dir = resumed_runs(devices, segments)
+def assert_same_training_state(ckpt: Path, expected_ckpt: Path) -> None:
+    """Bit for bit the same weights, Adam moments (and the distributed optimizer's fp32 copies) and Adam step."""
+    state, expected = checkpoint_state(ckpt), checkpoint_state(expected_ckpt)
+    assert sorted(state) == sorted(expected)
+    assert any(k.startswith("optimizer.state.exp_avg") for k in state)  # the -last checkpoint has Adam's state
+    differing = [k for k in expected if not torch.equal(state[k], expected[k])]
+    assert not differing, {k: (state[k] - expected[k]).abs().max().item() for k in differing}
+    assert adam_steps(ckpt) == adam_steps(expected_ckpt)
+
+
+@pytest.mark.parametrize(("split", "segments"), RESUME_CASES)
+def test_rerun_with_the_same_out_resumes_at_the_step_after_the_last_checkpoint(resumed_runs, split, segments):
+    case = resumed_runs(split, segments)
+    runs, run_dir = case.runs, case.run_dir
     assert printed_global_steps(runs[0].stdout) == list(range(segments[0])), runs[0].describe()
     for previous, resumed, previous_end, end in zip(runs, runs[1:], segments, segments[1:]):
         # The run before reported the checkpoint of its last step...
@@ -158,9 +198,7 @@ def test_rerun_with_the_same_out_resumes_at_the_step_after_the_last_checkpoint(
         assert reported.parent == run_dir / "checkpoints" and reported.name.endswith("-last"), reported
         assert f"step={previous_end - 1}-" in reported.name  # NeMo names a checkpoint by its last step's index
         # ...the resumed run restored exactly that one (Lightning loads from its weights/ folder)...
-        restored = re.search(r"Restoring states from the checkpoint path at (\S+)", resumed.stdout + resumed.stderr)
-        assert restored, resumed.describe()
-        assert Path(restored.group(1)) == reported / "weights"
+        assert restored_checkpoint(resumed) == reported
         # ...and trained exactly the steps after it: none repeated, none skipped.
         assert printed_global_steps(resumed.stdout) == list(range(previous_end, end)), resumed.describe()
     final = printed_checkpoint(runs[-1].stdout, "pretrain")
@@ -168,44 +206,54 @@ def test_rerun_with_the_same_out_resumes_at_the_step_after_the_last_checkpoint(
     assert checkpoint_common(final)["global_step"] == PRETRAIN_STEPS
 
 
-@pytest.mark.parametrize(("devices", "segments", "reference"), RESUME_CASES)
-def test_resumed_training_ends_bitwise_equal_to_an_uninterrupted_run(
-    resumed_runs, split_runs, devices, segments, reference
-):
-    _, run_dir = resumed_runs(devices, segments)
-    uninterrupted = split_runs(reference)
+@pytest.mark.parametrize(("split", "segments"), RESUME_CASES)
+def test_resumed_training_ends_bitwise_equal_to_an_uninterrupted_run(resumed_runs, split_runs, split, segments):
+    run_dir = resumed_runs(split, segments).run_dir
+    uninterrupted = split_runs(split)
     # The steps the last resumed run trained have exactly the uninterrupted run's losses...
     resumed_losses = metric_by_step(run_dir / "csv" / "metrics.csv", "reduced_train_loss")
     reference_losses = metric_by_step(uninterrupted / "csv" / "metrics.csv", "reduced_train_loss")
     assert set(range(segments[-2], PRETRAIN_STEPS)) <= set(resumed_losses)
     assert {s: reference_losses[s] for s in resumed_losses} == resumed_losses
-    # ...and it ends with exactly the same weights and Adam moments.
-    resumed, expected = checkpoint_state(last_checkpoint(run_dir)), checkpoint_state(last_checkpoint(uninterrupted))
-    assert sorted(resumed) == sorted(expected)
-    assert any(k.startswith("optimizer.state.exp_avg") for k in resumed)  # the -last checkpoint has Adam's state
-    differing = [k for k in expected if not torch.equal(resumed[k], expected[k])]
-    assert not differing, {k: (resumed[k] - expected[k]).abs().max().item() for k in differing}
+    # ...and it ends with exactly the same weights, Adam moments and Adam step.
+    assert_same_training_state(last_checkpoint(run_dir), last_checkpoint(uninterrupted))
 
 
-@pytest.mark.parametrize(("devices", "segments", "reference"), RESUME_CASES)
-def test_resumed_checkpoint_records_the_samples_consumed_by_the_whole_run(resumed_runs, devices, segments, reference):
+@pytest.mark.parametrize(("split", "segments"), RESUME_CASES)
+def test_adam_step_count_after_resuming_equals_the_number_of_steps_taken(resumed_runs, split, segments):
+    """
+    Adam's bias correction uses its step count, so a resumed run must count on from the checkpoint's. (Megatron's
+    distributed optimizer restores one step tensor shared by every parameter, which torch's Adam then advances once
+    per parameter per step: nemo_bridge's `distributed_optimizer_step_per_param`.)
+    """
+    assert adam_steps(last_checkpoint(resumed_runs(split, segments).run_dir)) == {PRETRAIN_STEPS}
+
+
+@pytest.mark.parametrize(("split", "segments"), RESUME_CASES)
+def test_resumed_checkpoint_records_the_samples_consumed_by_the_whole_run(resumed_runs, split, segments):
     """
     The data position saved in a checkpoint is what a further resume starts from, so it must count every sample of
     the run, before and after each resume: 20 steps x 128 = 2560 (the checkpoint's name carries it too).
     """
-    _, run_dir = resumed_runs(devices, segments)
-    ckpt = last_checkpoint(run_dir)
+    ckpt = last_checkpoint(resumed_runs(split, segments).run_dir)
     consumed = checkpoint_common(ckpt)["MNISTDataModule"]["consumed_samples"]
     assert consumed == PRETRAIN_STEPS * GLOBAL_BATCH, f"{ckpt.name}: consumed_samples {consumed}"
     assert f"consumed_samples={PRETRAIN_STEPS * GLOBAL_BATCH}.0" in ckpt.name
 
 
-@pytest.mark.slow
+KILL_MID_SAVE_CASES = [
+    pytest.param("dp1_x_micro128", marks=pytest.mark.slow),
+    pytest.param("dp1_x_micro128_distopt", marks=pytest.mark.slow),
+    pytest.param("dp2_x_micro16_x_accumulate4_distopt", marks=[pytest.mark.slow, pytest.mark.multirank]),
+]
+
+
+@pytest.mark.parametrize("split", KILL_MID_SAVE_CASES)
 def test_a_run_killed_mid_save_keeps_its_previous_checkpoint_and_resumes_from_it_to_the_same_weights(
-    tmp_path, mnist_root, split_runs
+    tmp_path, mnist_root, split_runs, split
 ):
     out = tmp_path / "out"
-    args = [*run_stage_cli(), *pretrain_cli_args(out, mnist_root, PRETRAIN_STEPS, 1, GLOBAL_BATCH)]
+    args = [*run_stage_cli(), *pretrain_cli_args(out, mnist_root, PRETRAIN_STEPS, SPLITS[split])]
     killed = run(args, env={**PER_STEP_LOGS, "BIONEMO_TEST_DIE_IN_SAVE_AT_STEP": str(PRETRAIN_STEPS)})
     assert killed.returncode == DIED_IN_SAVE, killed.describe()
     checkpoints = out / "pretrain" / "checkpoints"
@@ -218,13 +266,36 @@ def test_a_run_killed_mid_save_keeps_its_previous_checkpoint_and_resumes_from_it
 
     resumed = succeeded(run(args, env=PER_STEP_LOGS))
 
-    restored = re.search(r"Restoring states from the checkpoint path at (\S+)", resumed.stdout + resumed.stderr)
-    assert restored and Path(restored.group(1)) == previous / "weights", resumed.describe()
+    assert restored_checkpoint(resumed) == previous
     assert printed_global_steps(resumed.stdout) == list(range(VAL_CHECK_INTERVAL, PRETRAIN_STEPS))
-    final = checkpoint_state(last_checkpoint(out / "pretrain"))
-    expected = checkpoint_state(last_checkpoint(split_runs(REFERENCE_SPLIT)))
-    assert sorted(final) == sorted(expected)
-    assert not [k for k in expected if not torch.equal(final[k], expected[k])]
+    assert_same_training_state(last_checkpoint(out / "pretrain"), last_checkpoint(split_runs(split)))
+
+
+@pytest.mark.slow
+@pytest.mark.multirank
+def test_a_distributed_optimizer_run_resumed_on_fewer_ranks_continues_from_its_adam_state(
+    tmp_path, mnist_root, resumed_runs, split_runs
+):
+    """
+    Megatron's fully reshardable optimizer checkpoint holds Adam's state per parameter, not per rank: a two-rank
+    run interrupted after 10 steps, resumed on one rank with the same global batch, ends where the uninterrupted
+    two-rank run does, up to the float summation order of a different split (the tolerances of the split tests
+    below; restarting Adam's moments or step would move the weights by ~1e-3, the scale of one step).
+    """
+    two_ranks = "dp2_x_micro16_x_accumulate4_distopt"
+    shutil.copytree(resumed_runs(two_ranks, (10, PRETRAIN_STEPS)).interrupted, tmp_path / "out" / "pretrain")
+    args = pretrain_cli_args(tmp_path / "out", mnist_root, PRETRAIN_STEPS, SPLITS["dp1_x_micro128_distopt"])
+
+    resumed = succeeded(run([*run_stage_cli(), *args], env=PER_STEP_LOGS))
+
+    assert f"step={10 - 1}-" in restored_checkpoint(resumed).name
+    assert printed_global_steps(resumed.stdout) == list(range(10, PRETRAIN_STEPS))
+    final, expected = last_checkpoint(tmp_path / "out" / "pretrain"), last_checkpoint(split_runs(two_ranks))
+    assert adam_steps(final) == {PRETRAIN_STEPS}
+    state, expected_state = checkpoint_state(final), checkpoint_state(expected)
+    assert sorted(state) == sorted(expected_state)
+    for key in expected_state:
+        torch.testing.assert_close(state[key], expected_state[key], rtol=WEIGHT_RTOL, atol=WEIGHT_ATOL, msg=key)
 
 
 # --------------------------------------------------------------------------------------------------------------------

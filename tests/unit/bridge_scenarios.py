@@ -125,6 +125,43 @@ def _np_product_callers_patched() -> bool:
     return not seen.pop()
 
 
+def _adam_step_recorder():
+    """A Lightning callback that records, at the end of training, the step count of every parameter's Adam state."""
+    from lightning.pytorch import Callback
+
+    class AdamSteps(Callback):
+        steps: list[float] = []
+
+        def on_train_end(self, trainer, pl_module) -> None:
+            chained = trainer.optimizers[0].mcore_optimizer  # NeMo's wrapper -> Megatron's ChainedOptimizer
+            adams = [megatron_optimizer.optimizer for megatron_optimizer in chained.chained_optimizers]
+            self.steps = sorted({state["step"].item() for adam in adams for state in adam.state.values()})
+
+    return AdamSteps()
+
+
+def scenario_distopt_resume(data_dir: Path, work_dir: Path) -> None:
+    """
+    With Megatron's distributed optimizer: pretrain 2 steps, resume to 4; then every parameter's Adam step must be 4.
+    """
+    from bionemo.example_model import cpu_bridge, nemo_bridge
+    from bionemo.example_model.config import PretrainConfig
+    from bionemo.example_model.train import train
+
+    _assert_nothing_patched_yet()
+    run_dir = work_dir / "pretrain"
+    ckpt = train(PretrainConfig(), _opts(data_dir, max_steps=2, use_distributed_optimizer=True), run_dir, "pretrain")
+    print(f"PRETRAIN_DONE {ckpt}", flush=True)
+    recorder = _adam_step_recorder()
+    opts = _opts(data_dir, max_steps=4, use_distributed_optimizer=True, extra_callbacks=[recorder])
+    resumed = train(PretrainConfig(), opts, run_dir, "pretrain")
+    print(f"RESUME_DONE {resumed}", flush=True)
+    print(f"INSTALLED {json.dumps(cpu_bridge.PATCHES.installed + nemo_bridge.PATCHES.installed)}", flush=True)
+    if recorder.steps != [4.0]:
+        raise RuntimeError(f"resumed at step 2 and trained 2 steps, but Adam's step counts are {recorder.steps}")
+    _ok("distopt_resume")
+
+
 def scenario_ddp_progress(data_dir: Path, work_dir: Path) -> None:
     """One rank of a 2-rank CPU pretrain whose ProgressPrinter prints (and reports Megatron timers) at every step."""
     from bionemo.example_model import cpu_bridge, nemo_bridge
@@ -177,6 +214,7 @@ SCENARIOS = {
     "pretrain_resume": scenario_pretrain_resume,
     "ddp_progress": scenario_ddp_progress,
     "install_twice": scenario_install_twice,
+    "distopt_resume": scenario_distopt_resume,
 }
 
 

@@ -35,6 +35,14 @@ The symptoms observed with torch 2.13.0+cpu, megatron-core and NeMo as pinned (a
   first checkpoint save with `AttributeError: module 'numpy' has no attribute 'product'`, raised in
   megatron/core/dist_checkpointing/exchange_utils.py `_shard_size`. On numpy 1 there is nothing to show: the patch
   must then leave megatron's modules alone.
+- distributed_optimizer_state_before_first_step: a fresh distributed-optimizer pretrain works; resuming it fails in
+  megatron/core/optimizer/distrib_optimizer.py `DistributedOptimizer.state_dict` (`assert len(steps) == 1`, a bare
+  `AssertionError`): torch's Adam has no state before its first step.
+- distributed_optimizer_load_keeps_step: the resume fails with `KeyError: 'step'` in the same file's
+  `_set_main_param_and_optimizer_states`, called by `load_parameter_state_from_fully_reshardable`.
+- distributed_optimizer_step_per_param: the resume works, but every parameter's Adam state shares one step tensor:
+  resumed at step 2 and trained 2 steps, Adam's step is 18 (2 + 2 steps x 8 parameters), not 4; the scenario turns
+  that into a failure.
 
 NeMo imports in ~15 s, so the NeMo scenarios run as jobs of one `bridge_scenarios.py batch` process that imports
 once and forks one fresh child per (scenario, skip set), each installing the bridges itself; only the jobs the
@@ -121,6 +129,12 @@ def test_without_torchvision_op_schemas_upstream_still_fails_with_nms_operator_m
 # ---------------------------------------------------------------------------------------------------------------------
 # NeMo scenarios: jobs of one batch process.
 
+DISTOPT_PATCHES = (
+    "distributed_optimizer_state_before_first_step",
+    "distributed_optimizer_load_keeps_step",
+    "distributed_optimizer_step_per_param",
+)
+
 # name: (scenario, skipped patches, ranks, timeout in s); run in this order (the hang reference before the hang).
 JOBS: dict[str, tuple[str, list[str], int, int]] = {
     "all_on": ("pretrain_resume", [], 1, JOB_TIMEOUT_S),
@@ -135,6 +149,8 @@ JOBS: dict[str, tuple[str, list[str], int, int]] = {
             "context_yaml_without_nemo_run",
         )
     },
+    "distopt_all_on": ("distopt_resume", [], 1, JOB_TIMEOUT_S),
+    **{f"distopt_without_{patch}": ("distopt_resume", [patch], 1, JOB_TIMEOUT_S) for patch in DISTOPT_PATCHES},
     "ddp_all_on": ("ddp_progress", [], 2, JOB_TIMEOUT_S),
     "ddp_without_progress_printer_rank0_collective": (
         "ddp_progress",
@@ -425,6 +441,66 @@ def test_without_numpy2_product_alias_upstream_still_fails_with_numpy_has_no_att
             )
 
 
+# --- distributed_optimizer_* (torch's Adam in Megatron's distributed optimizer) -----------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("patch", DISTOPT_PATCHES)
+@uses("distopt_all_on")
+def test_distributed_optimizer_patch_makes_distributed_optimizer_resume_work(runs, patch):
+    _assert_succeeded(runs, "distopt_all_on", patch, "PRETRAIN_DONE", "RESUME_DONE")
+    log = _log(runs, "distopt_all_on")
+    assert "Restored all states from the checkpoint" in log, f"the second train() did not resume\n{_tail(log)}"
+
+
+@pytest.mark.slow
+@uses("distopt_without_distributed_optimizer_state_before_first_step")
+def test_without_distributed_optimizer_state_before_first_step_upstream_still_fails_with_step_assertion(runs):
+    # DistributedOptimizer.state_dict, called by sharded_state_dict(is_loading=True) before Adam has any state.
+    log = _assert_canary(
+        runs,
+        "distopt_without_distributed_optimizer_state_before_first_step",
+        "distributed_optimizer_state_before_first_step",
+        "nemo_bridge.py",
+        "AssertionError",
+        "assert len(steps) == 1",
+        "in state_dict",
+        "megatron/core/optimizer/distrib_optimizer.py",
+    )
+    assert "PRETRAIN_DONE" in log, f"the fresh pretrain should not need this patch\n{_tail(log)}"
+
+
+@pytest.mark.slow
+@uses("distopt_without_distributed_optimizer_load_keeps_step")
+def test_without_distributed_optimizer_load_keeps_step_upstream_still_fails_with_key_error_step(runs):
+    log = _assert_canary(
+        runs,
+        "distopt_without_distributed_optimizer_load_keeps_step",
+        "distributed_optimizer_load_keeps_step",
+        "nemo_bridge.py",
+        "KeyError: 'step'",
+        "in load_parameter_state_from_fully_reshardable",
+        "in _set_main_param_and_optimizer_states",
+    )
+    assert "PRETRAIN_DONE" in log, f"the fresh pretrain should not need this patch\n{_tail(log)}"
+
+
+@pytest.mark.slow
+@uses("distopt_without_distributed_optimizer_step_per_param")
+def test_without_distributed_optimizer_step_per_param_upstream_still_counts_one_step_per_parameter(runs):
+    # Resumed at step 2, 2 more steps: the one shared step tensor is advanced by each of the model's 8 parameters
+    # (4 Linear layers' weight and bias) at each step, 2 + 2 x 8 = 18, where torch's Adam counts 4.
+    log = _assert_canary(
+        runs,
+        "distopt_without_distributed_optimizer_step_per_param",
+        "distributed_optimizer_step_per_param",
+        "nemo_bridge.py",
+        "Adam's step counts are [18.0]",
+        "RESUME_DONE",
+    )
+    assert "Restored all states from the checkpoint" in log, f"the second train() did not resume\n{_tail(log)}"
+
+
 # --- PatchSet --------------------------------------------------------------------------------------------------------
 
 
@@ -441,6 +517,7 @@ def test_patchset_install_is_idempotent(runs):
         "context_yaml_without_nemo_run",
         "progress_printer_rank0_collective",
         "numpy2_product_alias",
+        *DISTOPT_PATCHES,
     ]
     assert result["registered"] == cpu + nemo
     assert result["first"] == result["second"] == result["module_level"] == cpu

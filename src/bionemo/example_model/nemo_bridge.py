@@ -148,6 +148,85 @@ def _numpy2_product_alias() -> None:
         importlib.import_module(name).np = view
 
 
+def _torch_adam_in_distributed_optimizer() -> bool:
+    """True where megatron-core's distributed optimizer wraps torch's Adam (no Apex / TransformerEngine)."""
+    from megatron.core.optimizer import distrib_optimizer
+
+    return not distrib_optimizer.HAVE_APEX_OR_TE
+
+
+@PATCHES.register("distributed_optimizer_state_before_first_step")
+def _distributed_optimizer_state_before_first_step() -> None:
+    """
+    Upstream: megatron/core/optimizer/distrib_optimizer.py `DistributedOptimizer.sharded_state_dict(is_loading=True)`
+    calls `state_dict()`, which with torch's Adam (no Apex / TE) reads the step from Adam's per-parameter state:
+    `steps = list(set([s["step"].item() for s in inner_state_dict["state"].values()])); assert len(steps) == 1`.
+    On resume the optimizer has not stepped yet, so that state is empty. Symptom: every resume of a
+    distributed-optimizer run dies with a bare `AssertionError` there, from nemo's `MegatronStrategy.load_checkpoint`.
+    Fix: before such a load, give every parameter the state torch's Adam creates on its first step (step 0, zero
+    moments); the checkpoint's values overwrite it."""
+    import torch
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    original = DistributedOptimizer.sharded_state_dict
+
+    def sharded_state_dict(self, model_sharded_state_dict=None, is_loading=False, *args, **kwargs):
+        if is_loading and _torch_adam_in_distributed_optimizer() and not self.optimizer.state:
+            self.init_state_fn(self.optimizer, self.config)
+            for state in self.optimizer.state.values():
+                state["step"] = torch.tensor(0.0)
+        return original(self, model_sharded_state_dict or {}, is_loading, *args, **kwargs)
+
+    DistributedOptimizer.sharded_state_dict = sharded_state_dict
+
+
+@PATCHES.register("distributed_optimizer_load_keeps_step")
+def _distributed_optimizer_load_keeps_step() -> None:
+    """
+    Upstream: megatron/core/optimizer/distrib_optimizer.py `load_parameter_state_from_fully_reshardable` leaves
+    torch Adam's `step` out of the tensors it loads ("Handle torch Adam "step" state separately": `load_state_dict`
+    has already set it from the param groups), but `_set_main_param_and_optimizer_states` then copies every key of
+    the parameter's current state, `step` included, from those tensors (`dst_tensors[key].copy_(tensors[key])`).
+    Symptom: loading a fully reshardable distributed-optimizer checkpoint with torch's Adam dies with
+    `KeyError: 'step'`. Fix: a parameter's step, when not among the loaded tensors, is kept as it is."""
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    original = DistributedOptimizer._set_main_param_and_optimizer_states
+
+    def set_main_param_and_optimizer_states(self, model_param, tensors):
+        if _torch_adam_in_distributed_optimizer() and "step" not in tensors:
+            current = self._get_main_param_and_optimizer_states(model_param)
+            if "step" in current:
+                tensors = {**tensors, "step": current["step"]}
+        original(self, model_param, tensors)
+
+    DistributedOptimizer._set_main_param_and_optimizer_states = set_main_param_and_optimizer_states
+
+
+@PATCHES.register("distributed_optimizer_step_per_param")
+def _distributed_optimizer_step_per_param() -> None:
+    """
+    Upstream: megatron/core/optimizer/distrib_optimizer.py `DistributedOptimizer.load_state_dict`, with torch's Adam
+    (no Apex / TE), restores the step as ONE tensor put into every parameter's state
+    (`step = torch.tensor(steps[0]); for s in state_dict_state.values(): s["step"] = step`). torch's Adam increments
+    each parameter's step in place (`step_t += 1`), so after a resume every optimizer step adds one per parameter
+    to the shared counter. Symptom: no error; the bias corrections use a wrong step, a resumed run silently drifts
+    from the uninterrupted one, and its next checkpoint saves step = resumed step + steps taken x parameters.
+    Fix: after the load, each parameter gets its own copy of the step."""
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    original = DistributedOptimizer.load_state_dict
+
+    def load_state_dict(self, state_dict):
+        original(self, state_dict)
+        if _torch_adam_in_distributed_optimizer():
+            for state in self.optimizer.state.values():
+                if "step" in state:
+                    state["step"] = state["step"].clone()
+
+    DistributedOptimizer.load_state_dict = load_state_dict
+
+
 def install() -> list[str]:
     """Install every patch here (idempotent)."""
     return PATCHES.install()

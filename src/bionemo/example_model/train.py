@@ -125,7 +125,8 @@ def _trainer(opts: TrainOptions, callbacks: list, max_steps: int):
             overlap_grad_reduce=False,
             overlap_param_gather=False,
         ),
-        # torch's Adam (no Apex/TE) can only save a fully reshardable distributed-optimizer state (STACK.md, 9).
+        # torch's Adam (no Apex/TE) can only save a fully reshardable distributed-optimizer state (STACK.md, 9);
+        # loading it back needs nemo_bridge's `distributed_optimizer_*` patches.
         ckpt_optim_fully_reshardable=opts.use_distributed_optimizer,
         ckpt_async_save=False,
         ckpt_load_strictness="log_all",
@@ -231,20 +232,28 @@ def train(config: ExampleGenericConfig, opts: TrainOptions, run_dir: str | Path,
 
 def _check_resumable(opts: TrainOptions, run_dir: Path) -> None:
     """
-    Refuse, before anything is loaded or written, a resume that upstream cannot do.
+    Refuse, before anything is loaded or written, to resume a checkpoint with the other kind of optimizer.
 
-    With torch's Adam (no Apex / TransformerEngine, as on every pip install), megatron-core 0.15's
-    `DistributedOptimizer.state_dict` (megatron/core/optimizer/distrib_optimizer.py) asserts that Adam holds exactly
-    one shared `step`; at resume its state is still empty, so loading any checkpoint fails with a bare
-    `AssertionError` (STACK.md, item 9).
+    Megatron's distributed optimizer and its plain one save Adam's state under different keys and layouts; loading
+    one's checkpoint with the other fails deep inside the load (`KeyError: 'optimizer.state.exp_avg...'` or
+    `KeyError: 'pre_wd_mult'`). A distributed-optimizer run may resume on another number of ranks: its fully
+    reshardable checkpoint holds Adam's state per parameter.
     """
+    from megatron.core import dist_checkpointing
+
     from bionemo.example_model.checkpoints import is_checkpoint
 
-    if opts.use_distributed_optimizer and any(map(is_checkpoint, (run_dir / "checkpoints").glob("*-last"))):
+    finished = [p for p in (run_dir / "checkpoints").glob("*-last") if p.is_dir() and is_checkpoint(p)]
+    if not finished:
+        return
+    ckpt = max(finished, key=lambda p: p.stat().st_mtime)  # the one NeMo's AutoResume resumes from
+    metadata = dist_checkpointing.load_content_metadata(str(ckpt / "weights")) or {}
+    saved_distributed = "distrib_optim_sharding_type" in metadata
+    if saved_distributed != opts.use_distributed_optimizer:
+        saved, asked = ("with", "without") if saved_distributed else ("without", "with")
         raise ExampleModelError(
-            f"{run_dir} already holds a checkpoint, and resuming it with --use-distributed-optimizer is not supported "
-            "with torch's Adam (megatron-core's distributed optimizer cannot load its state). Use a new --out, or "
-            "run without --use-distributed-optimizer."
+            f"{ckpt} was saved {saved} --use-distributed-optimizer and cannot be resumed {asked} it: run again "
+            f"{saved} --use-distributed-optimizer, or use a new --out"
         )
 
 
