@@ -32,34 +32,36 @@ def pretrain(tmp_path: Path, steps: int, **settings) -> runs.Stage:
 
 
 def test_a_fresh_stage_trains_and_records_what_it_is_built_from(tmp_path):
-    assert pretrain(tmp_path, 4).plan() == runs.Plan(train=True)
+    stage = pretrain(tmp_path, 4)
+    assert stage.plan() == runs.Plan(train=True)
+    stage.begin()
     record = json.loads((tmp_path / "pretrain" / "record" / "run.json").read_text())
     assert (record["settings"], record["steps"], record["status"]) == (SETTINGS, 4, "running")
 
 
 def test_a_stage_whose_last_checkpoint_has_the_steps_asked_for_has_nothing_to_do(tmp_path, capsys):
-    pretrain(tmp_path, 4).plan()
+    pretrain(tmp_path, 4).begin()
     ckpt = fake_checkpoint(tmp_path / "pretrain", 4)
     assert pretrain(tmp_path, 4).plan() == runs.Plan(train=False, checkpoint=ckpt)
     assert "nothing to do" in capsys.readouterr().out
 
 
 def test_more_steps_continue_the_stage(tmp_path, capsys):
-    pretrain(tmp_path, 4).plan()
+    pretrain(tmp_path, 4).begin()
     ckpt = fake_checkpoint(tmp_path / "pretrain", 4)
     assert pretrain(tmp_path, 6).plan() == runs.Plan(train=True)
     assert f"resuming {ckpt} at step 4 of 6" in capsys.readouterr().out
 
 
 def test_fewer_steps_than_done_are_refused_naming_the_flag_and_the_ways_out(tmp_path):
-    pretrain(tmp_path, 4).plan()
+    pretrain(tmp_path, 4).begin()
     fake_checkpoint(tmp_path / "pretrain", 4)
     with pytest.raises(ExampleModelError, match=r"already trained 4 steps, more than --steps 2.*new --out.*--restart"):
         pretrain(tmp_path, 2).plan()
 
 
 def test_another_setting_is_refused_naming_the_flag_and_both_values(tmp_path):
-    pretrain(tmp_path, 4).plan()
+    pretrain(tmp_path, 4).begin()
     with pytest.raises(
         ExampleModelError, match="was run with --micro-batch-size 64, this run asks for --micro-batch-size 32"
     ):
@@ -67,7 +69,7 @@ def test_another_setting_is_refused_naming_the_flag_and_both_values(tmp_path):
 
 
 def test_restart_keeps_the_previous_run_beside_and_starts_fresh(tmp_path):
-    pretrain(tmp_path, 4).plan()
+    pretrain(tmp_path, 4).begin()
     old = fake_checkpoint(tmp_path / "pretrain", 4)
     assert pretrain(tmp_path, 2, **{"--lr": 0.01}).plan(restart=True) == runs.Plan(train=True)
     assert (tmp_path / "pretrain.previous-1" / old.relative_to(tmp_path / "pretrain")).is_dir()
@@ -82,7 +84,7 @@ def test_a_changed_input_is_refused_for_a_single_stage_and_reruns_the_stage_in_a
             "finetune", tmp_path / "finetune", SETTINGS, steps=4, input_checkpoint=trunk, input_flag=flag
         )
 
-    finetune(trunk_a, "--pretrain-ckpt").plan()
+    finetune(trunk_a, "--pretrain-ckpt").begin()
     fake_checkpoint(tmp_path / "finetune", 4)
     with pytest.raises(ExampleModelError, match="--pretrain-ckpt now names another checkpoint"):
         finetune(trunk_b, "--pretrain-ckpt").plan()
@@ -91,7 +93,7 @@ def test_a_changed_input_is_refused_for_a_single_stage_and_reruns_the_stage_in_a
 
 
 def test_an_interrupted_save_is_set_aside_whole_and_the_stage_resumes_from_the_last_whole_checkpoint(tmp_path, capsys):
-    pretrain(tmp_path, 6).plan()
+    pretrain(tmp_path, 6).begin()
     whole = fake_checkpoint(tmp_path / "pretrain", 2)
     torn = fake_checkpoint(tmp_path / "pretrain", 4, whole=False)
     marker = torn.with_name(torn.name + "-unfinished")

@@ -156,7 +156,9 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _training_stage(args: argparse.Namespace, name: str, steps: int, out: Path, **input_ckpt: Any) -> runs.Stage:
+def _training_stage(
+    args: argparse.Namespace, name: str, steps: int, out: Path, input_ckpt: Path | None = None, input_flag: str = ""
+) -> runs.Stage:
     """
     A pretrain/finetune stage under OUT/NAME; in `pipeline` its steps flag is --NAME-steps, and a changed input
     checkpoint reruns it instead of being refused."""
@@ -167,8 +169,8 @@ def _training_stage(args: argparse.Namespace, name: str, steps: int, out: Path, 
         _settings(args),
         steps=steps,
         steps_flag=f"--{name}-steps" if pipeline else "--steps",
-        input_checkpoint=input_ckpt.get("path"),
-        input_flag=None if pipeline else input_ckpt.get("flag"),
+        input_checkpoint=input_ckpt,
+        input_flag=None if pipeline else input_flag,
     )
 
 
@@ -178,10 +180,13 @@ def _train_stage(args: argparse.Namespace, stage: runs.Stage, make_config: Calla
     if not plan.train:
         assert plan.checkpoint is not None
         return plan.checkpoint
-    from bionemo.example_model.train import train
+    from bionemo.example_model.train import check_resumable, train
 
     assert stage.steps is not None
-    ckpt = train(make_config(), _options(args, stage.steps), stage.stage_dir, stage.name)
+    opts = _options(args, stage.steps)
+    check_resumable(opts, stage.stage_dir)  # before the record changes: a refused run leaves the folder as it was
+    stage.begin()
+    ckpt = train(make_config(), opts, stage.stage_dir, stage.name)
     stage.finish(ckpt)
     return ckpt
 
@@ -205,7 +210,7 @@ def run_finetune(args: argparse.Namespace, steps: int, out: Path, pretrain_ckpt:
 
         return ExampleFineTuneConfig(initial_ckpt_path=str(pretrain_ckpt))
 
-    stage = _training_stage(args, "finetune", steps, out, path=pretrain_ckpt, flag="--pretrain-ckpt")
+    stage = _training_stage(args, "finetune", steps, out, pretrain_ckpt, "--pretrain-ckpt")
     return _train_stage(args, stage, config)
 
 
@@ -221,6 +226,7 @@ def run_predict(args: argparse.Namespace, out: Path, finetune_ckpt: Path) -> dic
     from bionemo.example_model.train import predict
 
     config = ExampleFineTuneConfig(initial_ckpt_path=str(finetune_ckpt), initial_ckpt_skip_keys_with_these_prefixes=[])
+    stage.begin()
     preds = predict(config, _options(args, 1))
     result = {
         "test_accuracy": round(preds.accuracy, 6),
@@ -334,7 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _interrupted()
     except ExampleModelError as e:
         return _fail(str(e))
-    except Exception as e:
+    except BaseException as e:  # torch's CheckpointException, what a full disk raises in a save, is no Exception
+        if isinstance(e, (SystemExit, GeneratorExit)):
+            raise
         if runs.interrupted():  # what a Ctrl-C left half done (a collective with a rank it stopped) failing
             return _interrupted()
         if not _disk_full(e, args.out):

@@ -213,8 +213,8 @@ class Stage:
 
     def plan(self, restart: bool = False) -> Plan:
         """
-        Decide, on rank 0 with its side effects (setting folders aside, the record), what this stage does now.
-        Other ranks get here only while rank 0 trains the stage, and decide the same from what rank 0 wrote.
+        Decide what this stage does now; on rank 0, folders that must go are set aside (kept). Other ranks get here
+        only while rank 0 trains the stage, and decide the same from what rank 0 wrote. `begin` records a start.
         """
         if restart and self.stage_dir.exists():
             self._set_aside("--restart")
@@ -230,7 +230,20 @@ class Stage:
             self._check_settings(record["settings"])
         if self.steps is None:
             return self._plan_predict(record)
-        return self._plan_training(input_fingerprint)
+        return self._plan_training()
+
+    def begin(self) -> None:
+        """Record (rank 0) that the stage starts or resumes, with what it is built from."""
+        self._write_record(
+            {
+                "stage": self.name,
+                "status": "running",
+                "settings": self.settings,
+                "steps": self.steps,
+                "input_checkpoint": str(self.input_checkpoint) if self.input_checkpoint else None,
+                "input_fingerprint": fingerprint(self.input_checkpoint) if self.input_checkpoint else None,
+            }
+        )
 
     def finish(self, checkpoint: Path | None = None, result: dict[str, Any] | None = None) -> None:
         """Record the finished stage (rank 0)."""
@@ -239,7 +252,7 @@ class Stage:
             record["checkpoint"] = str(checkpoint) if checkpoint else None
             self._write_record(record)
 
-    def _plan_training(self, input_fingerprint: str | None) -> Plan:
+    def _plan_training(self) -> Plan:
         assert self.steps is not None
         note = self._set_aside_unfinished()
         whole = last_whole_checkpoint(self.stage_dir / "checkpoints")
@@ -251,16 +264,6 @@ class Stage:
                 f"{self.name}: already trained {done} steps with these settings in {self.stage_dir}; nothing to do"
             )
             return Plan(train=False, checkpoint=whole)
-        self._write_record(
-            {
-                "stage": self.name,
-                "status": "running",
-                "settings": self.settings,
-                "steps": self.steps,
-                "input_checkpoint": str(self.input_checkpoint) if self.input_checkpoint else None,
-                "input_fingerprint": input_fingerprint,
-            }
-        )
         if note:
             self._say(note)
         elif whole:
@@ -272,15 +275,6 @@ class Stage:
         if result and all(Path(result[key]).is_file() for key in ("predictions", "confusion_matrix")):
             self._say(f"{self.name}: already done with this checkpoint and these settings; nothing to do")
             return Plan(train=False, result=result)
-        self._write_record(
-            {
-                "stage": self.name,
-                "status": "running",
-                "settings": self.settings,
-                "input_checkpoint": str(self.input_checkpoint),
-                "input_fingerprint": fingerprint(self.input_checkpoint) if self.input_checkpoint else None,
-            }
-        )
         return Plan(train=True)
 
     def _check_settings(self, recorded: dict[str, Any]) -> None:

@@ -164,7 +164,7 @@ def train(config: ExampleGenericConfig, opts: TrainOptions, run_dir: str | Path,
 
     opts.check()
     run_dir = Path(run_dir)
-    _check_resumable(opts, run_dir)
+    check_resumable(opts, run_dir)
     ckpt = checkpoint_callback(every_n_train_steps=min(opts.val_check_interval, opts.max_steps))
     trainer = _trainer(opts, [*opts.extra_callbacks, *_watchers(opts, name)], opts.max_steps)
     loggers = [ContinuousCSVLogger(save_dir=str(run_dir), name="csv")]
@@ -199,7 +199,7 @@ def _watchers(opts: TrainOptions, name: str) -> list:
     return [ContinuousLogs(), StopOnDivergence(name, opts.log_every_n_steps, opts.lr)]
 
 
-def _check_resumable(opts: TrainOptions, run_dir: Path) -> None:
+def check_resumable(opts: TrainOptions, run_dir: Path) -> None:
     """
     Refuse, before anything is loaded or written, a resume that upstream cannot do.
 
