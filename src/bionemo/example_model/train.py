@@ -6,6 +6,7 @@ It does what `nemo.collections.llm.train` does (NeMoLogger.setup, AutoResume.set
 """
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,15 @@ from bionemo.example_model.config import ExampleGenericConfig
 from bionemo.example_model.data import PAD_IDX, MNISTDataModule
 from bionemo.example_model.errors import ExampleModelError
 
-__all__: Sequence[str] = ("Predictions", "TrainOptions", "fit", "predict", "resolve_accelerator", "train")
+__all__: Sequence[str] = (
+    "Predictions",
+    "TrainOptions",
+    "check_each_item_once",
+    "fit",
+    "predict",
+    "resolve_accelerator",
+    "train",
+)
 
 logger = logging.getLogger("bionemo.example_model")
 
@@ -65,8 +74,10 @@ class TrainOptions:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ExampleModelError(f"{name} must be a positive integer, got {value!r}")
-        if not self.lr > 0:
-            raise ExampleModelError(f"lr must be positive, got {self.lr!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ExampleModelError(f"lr must be a finite positive number, got {self.lr!r}")
+        if self.num_workers < 0:
+            raise ExampleModelError(f"num_workers must be 0 or more, got {self.num_workers!r}")
         if self.precision not in ("32", "bf16-mixed"):
             raise ExampleModelError(f"precision must be '32' or 'bf16-mixed', got {self.precision!r}")
         if self.accelerator not in ("auto", "cpu", "gpu"):
@@ -196,18 +207,18 @@ def train(config: ExampleGenericConfig, opts: TrainOptions, run_dir: str | Path,
     Re-running with the same `run_dir` resumes from its last checkpoint (weights, optimizer and data position).
     Returns the final checkpoint directory (weights/ + context/), identical on every rank.
     """
-    from lightning.pytorch.loggers import CSVLogger
     from nemo import lightning as nl
 
     from bionemo.example_model.checkpoints import make_checkpoint_callback
+    from bionemo.example_model.run_watch import ContinuousCSVLogger
 
     opts.check()
     install_bridges(opts.resolved_accelerator())
     run_dir = Path(run_dir)
-    _check_resumable(opts, run_dir)
+    check_resumable(opts, run_dir)
     ckpt = make_checkpoint_callback(every_n_train_steps=min(opts.val_check_interval, opts.max_steps))
-    trainer = _trainer(opts, [*opts.extra_callbacks], opts.max_steps)
-    loggers = [CSVLogger(save_dir=str(run_dir), name="csv", version="")]
+    trainer = _trainer(opts, [*opts.extra_callbacks, *_watchers(opts, name)], opts.max_steps)
+    loggers = [ContinuousCSVLogger(save_dir=str(run_dir), name="csv")]
     tensorboard = None
     try:
         import tensorboard as _  # noqa: F401
@@ -230,7 +241,14 @@ def train(config: ExampleGenericConfig, opts: TrainOptions, run_dir: str | Path,
     return _last_checkpoint(run_dir / "checkpoints")
 
 
-def _check_resumable(opts: TrainOptions, run_dir: Path) -> None:
+def _watchers(opts: TrainOptions, name: str) -> list:
+    """Callbacks that keep the CSV log continuous across resumes and stop a diverging run (run_watch.py)."""
+    from bionemo.example_model.run_watch import ContinuousLogs, StopOnDivergence
+
+    return [ContinuousLogs(), StopOnDivergence(name, opts.log_every_n_steps, opts.lr)]
+
+
+def check_resumable(opts: TrainOptions, run_dir: Path) -> None:
     """
     Refuse, before anything is loaded or written, to resume a checkpoint with the other kind of optimizer.
 
@@ -310,9 +328,16 @@ def predict(config: ExampleGenericConfig, opts: TrainOptions) -> Predictions:
     preds = Predictions(
         idx=idx, label=local["label"][keep][order], prediction=local["digit_logits"][keep][order].argmax(dim=1)
     )
-    if not torch.equal(preds.idx, torch.arange(len(preds.idx))):
-        raise RuntimeError("predictions do not cover each test item exactly once; this is a bug")
+    check_each_item_once(preds.idx, len(data.splits["test"]))
     return preds
+
+
+def check_each_item_once(idx: torch.Tensor, num_items: int) -> None:
+    """Raise unless the sorted indices `idx` are exactly 0 .. num_items - 1: no item missing, repeated or foreign."""
+    if not torch.equal(idx, torch.arange(num_items)):
+        raise RuntimeError(
+            f"predictions hold {len(idx)} indices, not each of the {num_items} test items exactly once; this is a bug"
+        )
 
 
 def is_global_rank_zero() -> bool:

@@ -1,0 +1,120 @@
+"""
+Property: the CPU bridge's `cuda_tensors_on_cpu` TorchFunctionMode (cpu_bridge.cuda_as_cpu) is transparent. A tensor
+made or moved "to CUDA" under it is exactly the tensor the same call makes on the CPU: same values, shape, dtype and
+requires_grad, whichever way the CUDA device is spelled; calls that ask for the CPU or the meta device are not
+touched. (All CPU training is fp32, so a bridge that changed a dtype or dropped requires_grad would pass every
+training test.)
+"""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bionemo.example_model.cpu_bridge import cuda_as_cpu
+
+CUDA_SPELLINGS = ["cuda", "cuda:0", torch.device("cuda"), torch.device("cuda", 0), torch.device("cuda:0"), 0]
+FLOAT_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+DTYPES = [*FLOAT_DTYPES, torch.int64, torch.int32, torch.uint8, torch.bool]
+
+
+def _values(shape: list[int]) -> list:
+    """A nested list of small ints of `shape` (for torch.tensor)."""
+    if not shape:
+        return 2
+    return [_values(shape[1:]) for _ in range(shape[0])]
+
+
+FACTORIES = {
+    "zeros": lambda shape, **kw: torch.zeros(shape, **kw),
+    "ones": lambda shape, **kw: torch.ones(shape, **kw),
+    "full": lambda shape, **kw: torch.full(shape, 3, **kw),
+    "empty": lambda shape, **kw: torch.empty(shape, **kw),
+    "arange": lambda shape, **kw: torch.arange(math.prod(shape), **kw),
+    "eye": lambda shape, **kw: torch.eye(len(shape) + 1, **kw),
+    "tensor": lambda shape, **kw: torch.tensor(_values(shape), **kw),
+    "rand": lambda shape, **kw: torch.rand(shape, generator=torch.Generator().manual_seed(0), **kw),
+    "zeros_like": lambda shape, **kw: torch.zeros_like(torch.ones(shape), **kw),
+    "new_full": lambda shape, **kw: torch.ones(1).new_full(shape, 5, **kw),
+}
+
+
+def outcome(make, compare_values: bool = True) -> tuple:
+    """What a call gives, comparably: its tensor's properties and values, or the type of the error it raises."""
+    try:
+        t = make()
+    except Exception as e:  # the CPU call itself may refuse (torch.rand of ints): the mode must refuse alike
+        return ("raises", type(e))
+    values = t.detach().float().tolist() if compare_values and t.device.type != "meta" else None
+    return (t.device.type, t.dtype, t.requires_grad, tuple(t.shape), values)
+
+
+@st.composite
+def requests(draw) -> tuple[list[int], torch.dtype, bool]:
+    """A shape, a dtype (any, not only fp32) and requires_grad (True only where the dtype can have a gradient)."""
+    shape = draw(st.lists(st.integers(0, 3), max_size=3))
+    dtype = draw(st.sampled_from(DTYPES))
+    requires_grad = draw(st.booleans()) if dtype in FLOAT_DTYPES else False
+    return shape, dtype, requires_grad
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(sorted(FACTORIES)), request=requests(), cuda=st.sampled_from(CUDA_SPELLINGS))
+def test_a_factory_asked_for_cuda_under_the_bridge_gives_exactly_what_it_gives_on_cpu(name, request, cuda):
+    shape, dtype, requires_grad = request
+    factory, same_values = FACTORIES[name], name != "empty"
+    kwargs = {"dtype": dtype, "requires_grad": requires_grad}
+    expected = outcome(lambda: factory(shape, device="cpu", **kwargs), same_values)
+    with cuda_as_cpu():
+        actual = outcome(lambda: factory(shape, device=cuda, **kwargs), same_values)
+    assert actual == expected
+
+
+TO_CALLS = {
+    "to(device)": lambda x, device, dtype: x.to(device),
+    "to(device, dtype)": lambda x, device, dtype: x.to(device, dtype),
+    "to(device=, dtype=)": lambda x, device, dtype: x.to(device=device, dtype=dtype),
+    "to(device, dtype, copy=True)": lambda x, device, dtype: x.to(device, dtype, copy=True),
+}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    call=st.sampled_from(sorted(TO_CALLS)),
+    cuda=st.sampled_from(CUDA_SPELLINGS),
+    dtype=st.sampled_from(DTYPES),
+    requires_grad=st.booleans(),
+)
+def test_tensor_to_cuda_under_the_bridge_gives_exactly_what_tensor_to_cpu_gives(call, cuda, dtype, requires_grad):
+    x = torch.arange(6, dtype=torch.float32).reshape(2, 3).requires_grad_(requires_grad)
+    expected = outcome(lambda: TO_CALLS[call](x, "cpu", dtype))
+    with cuda_as_cpu():
+        actual = outcome(lambda: TO_CALLS[call](x, cuda, dtype))
+    assert actual == expected
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta", torch.device("meta"), torch.device("cpu")])
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_factories_asked_for_cpu_or_meta_are_untouched_by_the_bridge(name, device):
+    kwargs = {"device": device, "dtype": torch.float64}
+    expected = outcome(lambda: FACTORIES[name]([2, 3], **kwargs), name != "empty")
+    with cuda_as_cpu():
+        actual = outcome(lambda: FACTORIES[name]([2, 3], **kwargs), name != "empty")
+    assert actual == expected
+    assert actual[0] == torch.device(device).type
+
+
+@pytest.mark.parametrize("device", ["meta", torch.device("meta")])
+def test_tensor_to_meta_is_untouched_by_the_bridge(device):
+    x = torch.ones(2, 3, requires_grad=True)
+    with cuda_as_cpu():
+        moved = x.to(device, torch.float16)
+    assert (moved.device.type, moved.dtype, moved.requires_grad) == ("meta", torch.float16, True)
+
+
+def test_tensor_cuda_under_the_bridge_is_the_tensor_itself():
+    x = torch.ones(3, dtype=torch.float16, requires_grad=True)
+    with cuda_as_cpu():
+        assert x.cuda() is x
