@@ -61,13 +61,17 @@ def machine_info() -> dict:
 
 
 def machine_class(info: dict) -> str:
-    """A baseline key: the GPU (e.g. "h100") when there is one, else "cpu-<N>core"."""
+    """
+    A baseline key: the GPU (e.g. "h100"), with "x<N>" where N > 1 GPUs are visible (the 2-rank step then runs on
+    two GPUs, so its ratio is another machine's), else "cpu-<N>core"."""
     if info.get("cuda_device"):
         name = info["cuda_device"].lower()
-        for tag in ("h200", "h100", "a100", "l40s", "a10g", "l4", "t4", "v100"):
-            if tag in name:
-                return tag
-        return "gpu-" + "".join(c if c.isalnum() else "-" for c in name).strip("-")
+        gpu = next(
+            (t for t in ("h200", "h100", "a100", "l40s", "a10g", "l4", "t4", "v100") if t in name),
+            "gpu-" + "".join(c if c.isalnum() else "-" for c in name).strip("-"),
+        )
+        count = info.get("cuda_device_count") or 1
+        return gpu if count == 1 else f"{gpu}x{count}"
     return f"cpu-{info.get('affinity_cpus') or info.get('cpu_count')}core"
 
 

@@ -62,3 +62,21 @@ def test_the_command_exits_1_on_a_regression_and_prints_the_table(tmp_path, caps
     assert "step_ratio_vs_raw_b128" in out and "REGRESSION" in out and "FAIL" in out
     latest.write_text(json.dumps(summary()))
     assert compare.main([str(base), str(latest)]) == 0
+
+
+SUMMARIZE = Path(__file__).parents[2] / "benchmarks" / "summarize.py"
+_spec = importlib.util.spec_from_file_location("bench_summarize", SUMMARIZE)
+summarize = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(summarize)
+
+
+@pytest.mark.parametrize(
+    ("info", "expected"),
+    [
+        ({"cuda_device": "NVIDIA H100 80GB HBM3", "cuda_device_count": 1}, "h100"),
+        ({"cuda_device": "NVIDIA H200", "cuda_device_count": 2}, "h200x2"),
+        ({"cuda_device": None, "affinity_cpus": 2}, "cpu-2core"),
+    ],
+)
+def test_machine_class_names_the_gpu_and_how_many_a_baseline_was_measured_on(info, expected):
+    assert summarize.machine_class(info) == expected
