@@ -1,8 +1,8 @@
 """
 The one training routine every stage runs, and the predict routine. Stages differ only in their config.
 
-It does what `nemo.collections.llm.train` does (NeMoLogger.setup, AutoResume.setup, trainer.fit) without importing
-`nemo.collections.llm`, which drags in transformers, nemo_run and more (see STACK.md, item 7).
+`fit` does what `nemo.collections.llm.train` does (NeMoLogger.setup, the telemetry config, AutoResume.setup,
+trainer.fit) without importing `nemo.collections.llm`, which drags in transformers, nemo_run and more (STACK.md, 7).
 """
 
 import logging
