@@ -13,14 +13,10 @@ import json
 import sys
 from pathlib import Path
 
+from ratios import RATIOS
+
 # +1: higher is better; -1: lower is better.
-DIRECTIONS = {
-    "loader_speedup_vs_original": +1,
-    "loader_ratio_vs_gather": -1,
-    "step_ratio_vs_raw_b128": -1,
-    "step_ratio_vs_raw_b8192": -1,
-    "throughput_fraction_b8192": +1,
-}
+DIRECTIONS = {r.name: +1 if r.higher_is_better else -1 for r in RATIOS}
 
 
 def compare(baseline: dict, latest: dict, tolerance: float) -> tuple[list[tuple], bool]:

@@ -14,15 +14,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ratios import RATIOS  # noqa: E402
+
 HERE = Path(__file__).parent
-SERIES = [
-    ("loader_speedup_vs_original", "loader speedup vs original (b128, higher better)", 50),
-    ("loader_ratio_vs_gather", "loader / raw gather (b128, lower better)", 2),
-    ("step_ratio_vs_raw_b128", "megatron / raw step (b128, lower better)", 2),
-    ("step_ratio_vs_raw_b8192", "megatron / raw step (b8192, lower better)", None),
-    ("throughput_fraction_b8192", "throughput fraction (b8192, higher better)", 0.5),
-    ("dp2_scaling_b128", "2-rank / 1-rank samples/s (b128 per rank, 2 is perfect)", None),
-]
+SERIES = [(r.name, f"{r.label}, {'higher' if r.higher_is_better else 'lower'} better", r.target) for r in RATIOS]
 
 
 def main() -> int:
