@@ -195,6 +195,7 @@ def _train_stage(args: argparse.Namespace, stage: runs.Stage, make_config: Calla
 
     assert stage.steps is not None
     opts = _options(args, stage.steps)
+    opts.check()  # before anything of the stage is written
     check_resumable(opts, stage.stage_dir)  # before the record changes: a refused run leaves the folder as it was
     stage.begin()
     ckpt = train(make_config(), opts, stage.stage_dir, stage.name)

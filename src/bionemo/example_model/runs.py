@@ -145,6 +145,7 @@ def out_lock(out: Path) -> Iterator[None]:
     if global_rank() != 0:
         yield
         return
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
@@ -159,6 +160,9 @@ def out_lock(out: Path) -> Iterator[None]:
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.ctime()}\n".encode(), 0)
         yield
     finally:
+        if created and [p.name for p in out.iterdir()] == [LOCK_NAME]:  # a run refused before it wrote anything
+            (out / LOCK_NAME).unlink()
+            out.rmdir()
         os.close(fd)
 
 
