@@ -338,10 +338,10 @@ def test_data_dir_that_cannot_be_created_raises_naming_it(tmp_path):
         ensure_mnist(root, allow_download=False)
 
 
-def test_default_data_dir_is_mnist_under_the_bionemo_cache():
+def test_default_data_dir_is_the_bionemo_cache_as_in_the_original_example():
     from bionemo.core import BIONEMO_CACHE_DIR
 
-    assert default_data_dir() == Path(BIONEMO_CACHE_DIR) / "mnist"
+    assert default_data_dir() == Path(BIONEMO_CACHE_DIR)
 
 
 def test_importing_the_module_imports_neither_torchvision_nor_numpy_nor_pandas():
