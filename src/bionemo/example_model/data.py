@@ -202,7 +202,7 @@ def collate_microbatch(batch: MnistItem | list[MnistItem]) -> MnistItem:
 
 
 def load_split_tensors(root: Path, train: bool) -> MnistSplit:
-    """Read the IDX files under `root/MNIST/raw` through torchvision into whole tensors."""
+    """Read the IDX files under `raw_dir(root)` (either layout) through torchvision into whole tensors."""
     dataset = MNISTCustomDataset(str(root), train=train, download=False)
     return MnistSplit(dataset.data.contiguous(), dataset.targets.long())
 
