@@ -19,7 +19,9 @@ __all__: Sequence[str] = (
     "check_initial_checkpoint",
     "check_is_checkpoint",
     "checkpoint_tensor_shapes",
+    "final_checkpoint",
     "is_checkpoint",
+    "last_whole_checkpoint",
     "make_checkpoint_callback",
 )
 
@@ -54,6 +56,22 @@ def is_checkpoint(path: Path) -> bool:
     return (path / "weights" / "metadata.json").is_file() and (path / "context").is_dir()
 
 
+def last_whole_checkpoint(checkpoints: Path) -> Path | None:
+    """The `-last` checkpoint NeMo's AutoResume resumes from: the newest whole one under a run's `checkpoints/`."""
+    last = [p for p in checkpoints.glob("*-last") if p.is_dir() and is_checkpoint(p)] if checkpoints.is_dir() else []
+    return max(last, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def final_checkpoint(checkpoints: Path) -> Path:
+    """
+    The newest `-last` checkpoint of a run that just finished, on any rank. Not checked for wholeness: rank 0 writes
+    its context/ after the other ranks have left the save, so they may look before it is there."""
+    last = sorted((p for p in checkpoints.glob("*-last") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    if not last:
+        raise CheckpointError(f"training finished but wrote no checkpoint under {checkpoints}")
+    return last[-1]
+
+
 def checkpoint_tensor_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
     """Model tensor names (without NeMo's `module.` prefix) and their global shapes, read from the metadata only."""
     from megatron.core import dist_checkpointing
@@ -66,25 +84,27 @@ def checkpoint_tensor_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
     }
 
 
-def _not_a_checkpoint(path: Path) -> CheckpointError:
+def _not_a_checkpoint(path: Path, what: str) -> CheckpointError:
     found = sorted({p.parent.parent for p in path.glob("**/weights/metadata.json")}, key=lambda p: p.stat().st_mtime)
     hint = f" Latest checkpoints below it: {', '.join(map(str, found[-3:]))}." if found else ""
     return CheckpointError(
-        f"{path} is not a NeMo2 checkpoint (it has no weights/metadata.json and context/). Pass the checkpoint "
+        f"{what} {path} is not a NeMo2 checkpoint (it has no weights/metadata.json and context/). Pass the checkpoint "
         f"directory a training stage printed.{hint}"
     )
 
 
-def check_is_checkpoint(path: str | Path) -> None:
-    """Raise `CheckpointError` unless `path` is a NeMo2 checkpoint directory whose context NeMo can read back."""
+def check_is_checkpoint(path: str | Path, what: str = "initial checkpoint") -> None:
+    """
+    Raise `CheckpointError` unless `path` is a NeMo2 checkpoint directory whose context NeMo can read back. `what`
+    names where the path came from (a config's initial checkpoint, a command-line flag) in the message."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(
-            f"initial checkpoint {path} does not exist. Pass the checkpoint directory a training stage printed "
+            f"{what} {path} does not exist. Pass the checkpoint directory a training stage printed "
             "(it contains weights/ and context/)."
         )
     if not is_checkpoint(path):
-        raise _not_a_checkpoint(path)
+        raise _not_a_checkpoint(path, what)
     try:
         json.loads((path / "context" / "io.json").read_text())
     except (OSError, ValueError) as e:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from bionemo.example_model import runs
+from bionemo.example_model.checkpoints import check_is_checkpoint
 from bionemo.example_model.errors import ExampleModelError
 
 __all__: Sequence[str] = ("build_parser", "main")
@@ -122,21 +123,6 @@ def _options(args: argparse.Namespace, steps: int):
         data_dir=args.data_dir,
         num_workers=args.num_workers,
     )
-
-
-def _check_checkpoint_arg(path: Path, flag: str) -> None:
-    """Fail fast, before the heavy imports, on a checkpoint path that cannot be one."""
-    from bionemo.example_model.checkpoints import CheckpointError, is_checkpoint
-
-    if not path.exists():
-        raise CheckpointError(
-            f"{flag} {path} does not exist; pass the checkpoint directory the previous stage printed"
-        )
-    if not is_checkpoint(path):
-        raise CheckpointError(
-            f"{flag} {path} is not a NeMo2 checkpoint (no weights/metadata.json and context/); pass the checkpoint "
-            "directory the previous stage printed"
-        )
 
 
 def _check_pretrain_checkpoint(path: Path) -> None:
@@ -308,10 +294,10 @@ def _command(args: argparse.Namespace) -> Callable[[], None]:
     if args.command == "pretrain":
         return lambda: _say(f"pretrain checkpoint: {run_pretrain(args, args.steps, args.out)}")
     if args.command == "finetune":
-        _check_checkpoint_arg(args.pretrain_ckpt, "--pretrain-ckpt")
+        check_is_checkpoint(args.pretrain_ckpt, what="--pretrain-ckpt")
         _check_pretrain_checkpoint(args.pretrain_ckpt)
         return lambda: _say(f"finetune checkpoint: {run_finetune(args, args.steps, args.out, args.pretrain_ckpt)}")
-    _check_checkpoint_arg(args.finetune_ckpt, "--finetune-ckpt")
+    check_is_checkpoint(args.finetune_ckpt, what="--finetune-ckpt")
     return lambda: _say(json.dumps(run_predict(args, args.out, args.finetune_ckpt)))
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from bionemo.example_model.checkpoints import is_checkpoint
+from bionemo.example_model.checkpoints import is_checkpoint, last_whole_checkpoint
 from bionemo.example_model.errors import ExampleModelError
 
 __all__: Sequence[str] = (
@@ -178,12 +178,6 @@ def checkpoint_steps(ckpt: Path) -> int:
     """Optimizer steps a checkpoint holds: its name carries the 0-based index of its last step (`step=19` = 20)."""
     found = re.search(r"(?:^|-)step=(\d+)", ckpt.name)
     return int(found.group(1)) + 1 if found else 0
-
-
-def last_whole_checkpoint(checkpoints: Path) -> Path | None:
-    """The `-last` checkpoint NeMo's AutoResume resumes from: the newest whole one."""
-    last = [p for p in checkpoints.glob("*-last") if p.is_dir() and is_checkpoint(p)] if checkpoints.is_dir() else []
-    return max(last, key=lambda p: p.stat().st_mtime, default=None)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ The one training routine every stage runs, and the predict routine. Stages diffe
 trainer.fit) without importing `nemo.collections.llm`, which drags in transformers, nemo_run and more (STACK.md, 7).
 """
 
+import dataclasses
 import logging
 import math
 import os
@@ -178,7 +179,8 @@ def _data(opts: TrainOptions) -> MNISTDataModule:
 def _module(config: ExampleGenericConfig, opts: TrainOptions, module_cls: type | None = None):
     from bionemo.example_model.module import BionemoLightningModule
 
-    config.bf16 = opts.precision == "bf16-mixed"
+    # The run's precision decides the model's dtype; the caller's config is left as it was given.
+    config = dataclasses.replace(config, bf16=opts.precision == "bf16-mixed")
     return (module_cls or BionemoLightningModule)(
         config, lr=opts.lr, use_distributed_optimizer=opts.use_distributed_optimizer
     )
@@ -209,7 +211,7 @@ def train(config: ExampleGenericConfig, opts: TrainOptions, run_dir: str | Path,
     """
     from nemo import lightning as nl
 
-    from bionemo.example_model.checkpoints import make_checkpoint_callback
+    from bionemo.example_model.checkpoints import final_checkpoint, make_checkpoint_callback
     from bionemo.example_model.run_watch import ContinuousCSVLogger
 
     opts.check()
@@ -238,7 +240,7 @@ def train(config: ExampleGenericConfig, opts: TrainOptions, run_dir: str | Path,
     )
     resume = nl.AutoResume(resume_if_exists=True, resume_ignore_no_checkpoint=True)
     fit(_module(config, opts), _data(opts), trainer, nemo_logger, resume)
-    return _last_checkpoint(run_dir / "checkpoints")
+    return final_checkpoint(run_dir / "checkpoints")
 
 
 def _watchers(opts: TrainOptions, name: str) -> list:
@@ -259,12 +261,11 @@ def check_resumable(opts: TrainOptions, run_dir: Path) -> None:
     """
     from megatron.core import dist_checkpointing
 
-    from bionemo.example_model.checkpoints import is_checkpoint
+    from bionemo.example_model.checkpoints import last_whole_checkpoint
 
-    finished = [p for p in (run_dir / "checkpoints").glob("*-last") if p.is_dir() and is_checkpoint(p)]
-    if not finished:
+    ckpt = last_whole_checkpoint(run_dir / "checkpoints")
+    if ckpt is None:
         return
-    ckpt = max(finished, key=lambda p: p.stat().st_mtime)  # the one NeMo's AutoResume resumes from
     metadata = dist_checkpointing.load_content_metadata(str(ckpt / "weights")) or {}
     saved_distributed = "distrib_optim_sharding_type" in metadata
     if saved_distributed != opts.use_distributed_optimizer:
@@ -273,13 +274,6 @@ def check_resumable(opts: TrainOptions, run_dir: Path) -> None:
             f"{ckpt} was saved {saved} --use-distributed-optimizer and cannot be resumed {asked} it: run again "
             f"{saved} --use-distributed-optimizer, or use a new --out"
         )
-
-
-def _last_checkpoint(ckpt_dir: Path) -> Path:
-    last = sorted((p for p in ckpt_dir.glob("*-last") if p.is_dir()), key=lambda p: p.stat().st_mtime)
-    if not last:
-        raise ExampleModelError(f"training finished but wrote no checkpoint under {ckpt_dir}")
-    return last[-1]
 
 
 @dataclass
