@@ -53,7 +53,14 @@ def tests(session: nox.Session, stack: str) -> None:
         install_stack(session, *TEST_DEPS)
     else:
         install_gpu_node_stack(session)
-    session.run("pytest", "-m", "not gpu", "--timeout=900", *session.posargs)
+    session.run("pytest", "-m", "not gpu", "--timeout=900", "--durations=15", *session.posargs)
+
+
+@nox.session
+def unit(session: nox.Session) -> None:
+    """The edit-test loop: tests/unit only (no training runs), on the CPU pins; about a minute once installed."""
+    install_stack(session, *TEST_DEPS)
+    session.run("pytest", "tests/unit", "-m", "not gpu", "--timeout=300", "--durations=5", *session.posargs)
 
 
 @nox.session(venv_backend="none")
