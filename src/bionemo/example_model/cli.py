@@ -10,6 +10,7 @@ import errno
 import json
 import logging
 import math
+import os
 import shutil
 import signal
 import sys
@@ -326,8 +327,22 @@ def _interrupted() -> int:
     return 128 + signal.SIGINT
 
 
+def reproducible_cpu_math() -> None:
+    """
+    Make MKL's CPU matrix products round the same way in every process (unless the user chose a mode already).
+
+    By default MKL may pick a different kernel for the same product from one process to the next (its documentation
+    on Conditional Numerical Reproducibility names memory alignment): in 3 of 7 tries on a 2-core Xeon, a resumed
+    CPU run rounded one step differently from the uninterrupted run and ended up to 2.2e-7 away from its weights.
+    `MKL_CBWR=AUTO,STRICT` fixes the kernel for this CPU whatever the alignment or number of threads. MKL reads it at
+    its first product, so setting it here, before any training, is early enough; Lightning's extra ranks inherit it.
+    """
+    os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
+    reproducible_cpu_math()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     runs.stop_all_ranks_on_ctrl_c()
