@@ -182,6 +182,15 @@ def metric_by_step(metrics_csv: Path, key: str) -> dict[int, float]:
     return series
 
 
+def printed_progress(output: str) -> list[dict[str, float]]:
+    """Each progress line NeMo's printer wrote (`Training epoch 0, iteration 3/7 | lr: 0.001 | ...`), parsed."""
+    return [
+        {key: float(value) for key, value in re.findall(r"\| (\w+): ([-+.\deE]+)", line)}
+        for line in output.splitlines()
+        if line.startswith("Training epoch ")
+    ]
+
+
 def printed_global_steps(output: str) -> list[int]:
     """The steps NeMo's progress printer reported (`... | global_step: 7 | reduced_train_loss: ...`), in order."""
     return [int(m) for m in re.findall(r"\| global_step: (\d+) \|", output)]

@@ -18,12 +18,14 @@ from pathlib import Path
 
 import pytest
 from integration_helpers import (
+    MICRO_BATCH_SIZE,
     bionemo_mnist,
     file_hashes,
     last_checkpoint,
     metric_by_step,
     printed_checkpoint,
     printed_global_steps,
+    printed_progress,
     read_csv_rows,
     run,
     run_stage_cli,
@@ -325,3 +327,17 @@ def test_a_short_bf16_mixed_pretrain_runs_on_cpu_to_a_finite_loss(tmp_path, mnis
     assert sorted(losses) == list(range(STEPS))
     assert all(0 < v < float("inf") for v in losses.values()), losses
     assert is_checkpoint(printed_checkpoint(result.stdout, "pretrain"))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The progress line
+
+
+def test_the_progress_line_prints_the_exact_number_of_samples_consumed_so_far(tmp_path, mnist_root):
+    """Printed every 4 steps, its count is that of the step it is printed at, not an average over the 4."""
+    result = run(pretrain_cmd(tmp_path / "out", mnist_root, 8), env={"BIONEMO_TEST_LOG_EVERY_N_STEPS": "4"})
+    assert result.returncode == 0, result.describe()
+    lines = printed_progress(result.stdout)
+    assert [line["global_step"] for line in lines] == [3, 7], result.stdout[-3000:]
+    global_batch = MICRO_BATCH_SIZE  # one rank, no accumulation
+    assert [line["consumed_samples"] for line in lines] == [4 * global_batch, 8 * global_batch]
