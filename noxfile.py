@@ -58,9 +58,11 @@ def tests(session: nox.Session, stack: str) -> None:
 
 @nox.session
 def unit(session: nox.Session) -> None:
-    """The edit-test loop: tests/unit only (no training runs), on the CPU pins; about a minute once installed."""
+    """The edit-test loop: tests/unit without the `slow` ones (the bridge canaries' training runs), on the CPU pins."""
     install_stack(session, *TEST_DEPS)
-    session.run("pytest", "tests/unit", "-m", "not gpu", "--timeout=300", "--durations=5", *session.posargs)
+    session.run(
+        "pytest", "tests/unit", "-m", "not gpu and not slow", "--timeout=300", "--durations=5", *session.posargs
+    )
 
 
 @nox.session(venv_backend="none")
