@@ -9,7 +9,6 @@ import argparse
 import errno
 import json
 import logging
-import math
 import os
 import shutil
 import signal
@@ -21,62 +20,29 @@ from typing import Any, Callable, Sequence
 from bionemo.example_model import runs
 from bionemo.example_model.checkpoints import check_is_checkpoint
 from bionemo.example_model.errors import ExampleModelError
+from bionemo.example_model.options import TrainOptions, command_line_options, positive_int
 
 __all__: Sequence[str] = ("build_parser", "main")
 
 DEFAULT_OUT = Path("results") / "mnist"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text!r}")
-    return value
-
-
 def _add_common(p: argparse.ArgumentParser, steps_flags: dict[str, int]) -> None:
-    p.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto", help="default: gpu if available")
-    p.add_argument("--devices", type=_positive_int, default=1, help="data-parallel ranks (processes) per node")
-    p.add_argument(
-        "--num-nodes",
-        type=_positive_int,
-        default=1,
-        help="machines, each running --devices ranks, started by torchrun or srun (see README)",
-    )
-    p.add_argument("--precision", choices=["32", "bf16-mixed"], default="32")
+    """The command's steps flags, every `TrainOptions` field that is a flag (options.py), and --out/--restart."""
     for flag, default in steps_flags.items():
-        p.add_argument(flag, type=_positive_int, default=default, help=f"optimizer steps (default {default})")
-    p.add_argument("--micro-batch-size", type=_positive_int, default=128, help="samples per rank per microbatch")
-    p.add_argument("--accumulate-grad-batches", type=_positive_int, default=1, help="microbatches per optimizer step")
-    p.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate")
-    p.add_argument("--val-check-interval", type=_positive_int, default=500, help="steps between validations")
-    p.add_argument("--use-distributed-optimizer", action="store_true", help="shard optimizer state over ranks")
-    p.add_argument("--num-workers", type=_non_negative_int, default=0, help="DataLoader worker processes")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--data-dir", type=Path, default=None, help="MNIST IDX files (default: BIONEMO_CACHE_DIR)")
+        p.add_argument(flag, type=positive_int, default=default, help=f"optimizer steps (default {default})")
+    for option in command_line_options():
+        flag = "--" + option.name.replace("_", "-")
+        if isinstance(option.default, bool):
+            p.add_argument(flag, action="store_true", help=option.metadata["help"])
+        else:
+            p.add_argument(
+                flag,
+                type=option.metadata["parse"],
+                choices=option.metadata["choices"],
+                default=option.default,
+                help=option.metadata["help"] + ("" if option.default is None else f" (default {option.default})"),
+            )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
     p.add_argument(
         "--restart",
@@ -106,24 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _options(args: argparse.Namespace, steps: int):
-    from bionemo.example_model.train import TrainOptions
-
-    return TrainOptions(
-        max_steps=steps,
-        micro_batch_size=args.micro_batch_size,
-        accumulate_grad_batches=args.accumulate_grad_batches,
-        lr=args.lr,
-        accelerator=args.accelerator,
-        devices=args.devices,
-        num_nodes=args.num_nodes,
-        precision=args.precision,
-        val_check_interval=args.val_check_interval,
-        use_distributed_optimizer=args.use_distributed_optimizer,
-        seed=args.seed,
-        data_dir=args.data_dir,
-        num_workers=args.num_workers,
-    )
+def _options(args: argparse.Namespace, steps: int) -> TrainOptions:
+    given = {option.name: getattr(args, option.name) for option in command_line_options()}
+    return TrainOptions(max_steps=steps, **given)
 
 
 def _check_pretrain_checkpoint(path: Path) -> None:

@@ -7,11 +7,9 @@ trainer.fit) without importing `nemo.collections.llm`, which drags in transforme
 
 import dataclasses
 import logging
-import math
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Sequence
 
 import torch
 
@@ -19,6 +17,7 @@ from bionemo.example_model import install_bridges
 from bionemo.example_model.config import ExampleGenericConfig
 from bionemo.example_model.data import PAD_IDX, MNISTDataModule
 from bionemo.example_model.errors import ExampleModelError
+from bionemo.example_model.options import TrainOptions, resolve_accelerator
 
 __all__: Sequence[str] = (
     "Predictions",
@@ -31,97 +30,6 @@ __all__: Sequence[str] = (
 )
 
 logger = logging.getLogger("bionemo.example_model")
-
-Accelerator = Literal["auto", "cpu", "gpu"]
-Precision = Literal["32", "bf16-mixed"]
-
-
-@dataclass
-class TrainOptions:
-    """How a stage runs: hardware, batch geometry, steps, optimizer and output. Validated by `check()`."""
-
-    max_steps: int = 2000
-    micro_batch_size: int = 128
-    accumulate_grad_batches: int = 1
-    lr: float = 1e-3
-    accelerator: Accelerator = "auto"
-    devices: int = 1
-    num_nodes: int = 1
-    precision: Precision = "32"
-    val_check_interval: int = 500
-    limit_val_batches: int | float = 1.0
-    use_distributed_optimizer: bool = False
-    seed: int = 42
-    data_dir: Path | None = None
-    num_workers: int = 0
-    log_every_n_steps: int = 50
-    extra_callbacks: list = field(default_factory=list)
-
-    @property
-    def global_batch_size(self) -> int:
-        """Samples per optimizer step over all data-parallel ranks (devices on each of num_nodes machines)."""
-        return self.micro_batch_size * self.devices * self.num_nodes * self.accumulate_grad_batches
-
-    def check(self) -> None:
-        """Reject impossible settings with one clear message each, before anything is started or written."""
-        for name in (
-            "max_steps",
-            "micro_batch_size",
-            "accumulate_grad_batches",
-            "devices",
-            "num_nodes",
-            "val_check_interval",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ExampleModelError(f"{name} must be a positive integer, got {value!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ExampleModelError(f"lr must be a finite positive number, got {self.lr!r}")
-        if self.num_workers < 0:
-            raise ExampleModelError(f"num_workers must be 0 or more, got {self.num_workers!r}")
-        if self.precision not in ("32", "bf16-mixed"):
-            raise ExampleModelError(f"precision must be '32' or 'bf16-mixed', got {self.precision!r}")
-        if self.accelerator not in ("auto", "cpu", "gpu"):
-            raise ExampleModelError(f"accelerator must be auto, cpu or gpu, got {self.accelerator!r}")
-        if self.resolved_accelerator() == "gpu" and self.devices > torch.cuda.device_count():
-            raise ExampleModelError(
-                f"--devices {self.devices} asks for more GPUs than the {torch.cuda.device_count()} visible"
-            )
-        _check_launcher(self.devices, self.num_nodes)
-
-    def resolved_accelerator(self) -> Literal["cpu", "gpu"]:
-        """`auto` means the GPU where CUDA is available."""
-        return resolve_accelerator(self.accelerator)
-
-
-def _check_launcher(devices: int, num_nodes: int) -> None:
-    """
-    Where torchrun or srun started this process, Lightning's own cluster environment (TorchElasticEnvironment,
-    SLURMEnvironment: the ones nl.Trainer will pick) checks --devices/--num-nodes against what was launched; its
-    complaint becomes one error line. Several nodes without any launcher would wait for the others forever.
-    """
-    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
-
-    environment = next((env() for env in (TorchElasticEnvironment, SLURMEnvironment) if env.detect()), None)
-    if environment is not None:
-        try:
-            environment.validate_settings(num_devices=devices, num_nodes=num_nodes)
-        except ValueError as e:
-            raise ExampleModelError(f"{e} (processes started by {type(environment).__name__})") from e
-    elif num_nodes > 1 and "MASTER_ADDR" not in os.environ:
-        raise ExampleModelError(
-            f"--num-nodes {num_nodes} needs every node started by a launcher: torchrun --nnodes {num_nodes} or "
-            "srun (see README, 'Several nodes'), or MASTER_ADDR/MASTER_PORT/NODE_RANK set on each node"
-        )
-
-
-def resolve_accelerator(accelerator: Accelerator) -> Literal["cpu", "gpu"]:
-    """`auto` -> gpu if CUDA is available, else cpu; `gpu` without CUDA is an error."""
-    if accelerator == "gpu" and not torch.cuda.is_available():
-        raise ExampleModelError("--accelerator gpu was asked for but CUDA is not available; use --accelerator cpu")
-    if accelerator == "auto":
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    return accelerator
 
 
 def _trainer(opts: TrainOptions, callbacks: list, max_steps: int):

@@ -1,0 +1,158 @@
+"""
+How a stage runs, in one place: each option's default, its command-line flag and help (cli.py builds its parser from
+these fields), and the checks of its value. Importing this module imports no torch: `bionemo-mnist --help` and the
+CLI's early error lines stay fast; the checks that need the hardware import it when they run.
+"""
+
+import argparse
+import math
+import os
+from dataclasses import Field, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+from bionemo.example_model.errors import ExampleModelError
+
+__all__: Sequence[str] = ("Accelerator", "Precision", "TrainOptions", "command_line_options", "resolve_accelerator")
+
+Accelerator = Literal["auto", "cpu", "gpu"]
+Precision = Literal["32", "bf16-mixed"]
+
+
+def positive_int(text: str) -> int:
+    """For argparse: an integer of 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """For argparse: an integer of 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """For argparse: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text!r}")
+    return value
+
+
+def _flag(default: Any, help: str, parse: Callable[[str], Any] | None = None, choices: Sequence[str] = ()) -> Any:
+    """A field that is also a `bionemo-mnist` flag (`--field-name`): how its text is parsed, and its help."""
+    return field(default=default, metadata={"help": help, "parse": parse, "choices": list(choices) or None})
+
+
+@dataclass
+class TrainOptions:
+    """How a stage runs: hardware, batch geometry, steps, optimizer and output. Validated by `check()`."""
+
+    max_steps: int = 2000  # the flag is the command's own: --steps, --pretrain-steps or --finetune-steps
+    micro_batch_size: int = _flag(128, "samples per rank per microbatch", positive_int)
+    accumulate_grad_batches: int = _flag(1, "microbatches per optimizer step", positive_int)
+    lr: float = _flag(1e-3, "Adam learning rate", positive_float)
+    accelerator: Accelerator = _flag("auto", "auto: the GPU where CUDA is available", choices=("auto", "cpu", "gpu"))
+    devices: int = _flag(1, "data-parallel ranks (processes) per node", positive_int)
+    num_nodes: int = _flag(
+        1, "machines, each running --devices ranks, started by torchrun or srun (see README)", positive_int
+    )
+    precision: Precision = _flag("32", "numerics of the step", choices=("32", "bf16-mixed"))
+    val_check_interval: int = _flag(500, "steps between validations (and checkpoints)", positive_int)
+    limit_val_batches: int | float = 1.0
+    use_distributed_optimizer: bool = _flag(False, "shard optimizer state over ranks")
+    seed: int = _flag(42, "seed of the model's initial weights and of the data order", int)
+    data_dir: Path | None = _flag(None, "MNIST IDX files (default: BIONEMO_CACHE_DIR)", Path)
+    num_workers: int = _flag(0, "DataLoader worker processes", non_negative_int)
+    log_every_n_steps: int = _flag(50, "steps between progress lines and CSV log rows", positive_int)
+    extra_callbacks: list = field(default_factory=list)
+
+    @property
+    def global_batch_size(self) -> int:
+        """Samples per optimizer step over all data-parallel ranks (devices on each of num_nodes machines)."""
+        return self.micro_batch_size * self.devices * self.num_nodes * self.accumulate_grad_batches
+
+    def check(self) -> None:
+        """Reject impossible settings with one clear message each, before anything is started or written."""
+        for name in (
+            "max_steps",
+            "micro_batch_size",
+            "accumulate_grad_batches",
+            "devices",
+            "num_nodes",
+            "val_check_interval",
+            "log_every_n_steps",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ExampleModelError(f"{name} must be a positive integer, got {value!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ExampleModelError(f"lr must be a finite positive number, got {self.lr!r}")
+        if self.num_workers < 0:
+            raise ExampleModelError(f"num_workers must be 0 or more, got {self.num_workers!r}")
+        if self.precision not in ("32", "bf16-mixed"):
+            raise ExampleModelError(f"precision must be '32' or 'bf16-mixed', got {self.precision!r}")
+        if self.accelerator not in ("auto", "cpu", "gpu"):
+            raise ExampleModelError(f"accelerator must be auto, cpu or gpu, got {self.accelerator!r}")
+        if self.resolved_accelerator() == "gpu":
+            import torch
+
+            if self.devices > torch.cuda.device_count():
+                raise ExampleModelError(
+                    f"--devices {self.devices} asks for more GPUs than the {torch.cuda.device_count()} visible"
+                )
+        _check_launcher(self.devices, self.num_nodes)
+
+    def resolved_accelerator(self) -> Literal["cpu", "gpu"]:
+        """`auto` means the GPU where CUDA is available."""
+        return resolve_accelerator(self.accelerator)
+
+
+def command_line_options() -> list[Field]:
+    """The fields of `TrainOptions` that are `bionemo-mnist` flags, in declaration order."""
+    return [f for f in fields(TrainOptions) if "help" in f.metadata]
+
+
+def resolve_accelerator(accelerator: Accelerator) -> Literal["cpu", "gpu"]:
+    """`auto` -> gpu if CUDA is available, else cpu; `gpu` without CUDA is an error."""
+    import torch
+
+    if accelerator == "gpu" and not torch.cuda.is_available():
+        raise ExampleModelError("--accelerator gpu was asked for but CUDA is not available; use --accelerator cpu")
+    if accelerator == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return accelerator
+
+
+def _check_launcher(devices: int, num_nodes: int) -> None:
+    """
+    Where torchrun or srun started this process, Lightning's own cluster environment (TorchElasticEnvironment,
+    SLURMEnvironment: the ones nl.Trainer will pick) checks --devices/--num-nodes against what was launched; its
+    complaint becomes one error line. Several nodes without any launcher would wait for the others forever.
+    """
+    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+    environment = next((env() for env in (TorchElasticEnvironment, SLURMEnvironment) if env.detect()), None)
+    if environment is not None:
+        try:
+            environment.validate_settings(num_devices=devices, num_nodes=num_nodes)
+        except ValueError as e:
+            raise ExampleModelError(f"{e} (processes started by {type(environment).__name__})") from e
+    elif num_nodes > 1 and "MASTER_ADDR" not in os.environ:
+        raise ExampleModelError(
+            f"--num-nodes {num_nodes} needs every node started by a launcher: torchrun --nnodes {num_nodes} or "
+            "srun (see README, 'Several nodes'), or MASTER_ADDR/MASTER_PORT/NODE_RANK set on each node"
+        )
