@@ -166,6 +166,17 @@ JOBS: dict[str, tuple[str, list[str], int, int]] = {
 }
 
 
+def test_every_registered_patch_has_a_canary_job():
+    """A patch added to either registry without a job that runs its scenario with it switched off fails here."""
+    from bionemo.example_model import cpu_bridge, nemo_bridge
+
+    registered = {*cpu_bridge.PATCHES.patches, *nemo_bridge.PATCHES.patches}
+    canaried = {patch for _, skipped, _, _ in JOBS.values() for patch in skipped}
+    if NUMPY_HAS_PRODUCT:  # its job runs only where numpy 2's symptom can occur (stack='gpu-node')
+        canaried.add("numpy2_product_alias")
+    assert canaried == registered
+
+
 def uses(*jobs: str):
     """Declare the batch jobs a test reads (the batch runs only the jobs of the selected tests)."""
 
