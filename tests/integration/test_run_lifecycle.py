@@ -234,6 +234,12 @@ def test_a_learning_rate_that_is_not_a_finite_positive_number_is_one_error_line(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_learning_rate_too_large_for_adams_float32_step_is_one_error_line(tmp_path):
+    result = run([*bionemo_mnist(), "pretrain", "--lr=1e38", "--out", str(tmp_path / "out")])
+    assert_one_line_error(result, "--lr", "'1e38'", "float32")
+    assert not (tmp_path / "out").exists()
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # 7: Ctrl-C on two ranks
 

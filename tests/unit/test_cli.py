@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from bionemo.example_model import cli
+from bionemo.example_model.errors import ExampleModelError
 from bionemo.example_model.options import TrainOptions, command_line_options
 
 
@@ -53,3 +54,8 @@ def test_a_flag_sets_its_field(tmp_path):
 def test_options_and_their_flags_import_no_torch():
     code = "import sys; import bionemo.example_model.cli; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_options_refuse_a_learning_rate_too_large_for_adams_float32_step():
+    with pytest.raises(ExampleModelError, match="float32"):
+        TrainOptions(lr=1e38).check()

@@ -52,6 +52,22 @@ def positive_float(text: str) -> float:
     return value
 
 
+# Megatron's Adam (beta1 0.9) takes a first step of lr / (1 - 0.9) in float32 (max 3.4028e38): a larger lr overflows
+# inside torch's Adam with `RuntimeError: value cannot be converted to type float without overflow`.
+MAX_LR = 3.4028234663852886e38 * (1 - 0.9)
+
+
+def learning_rate(text: str) -> float:
+    """For argparse: a finite positive learning rate that Adam's first float32 step can hold."""
+    value = positive_float(text)
+    if value > MAX_LR:
+        raise argparse.ArgumentTypeError(
+            f"expected at most {MAX_LR:.4g} (Adam's first step, lr / (1 - beta1 0.9), must fit in float32), "
+            f"got {text!r}"
+        )
+    return value
+
+
 def _flag(default: Any, help: str, parse: Callable[[str], Any] | None = None, choices: Sequence[str] = ()) -> Any:
     """A field that is also a `bionemo-mnist` flag (`--field-name`): how its text is parsed, and its help."""
     return field(default=default, metadata={"help": help, "parse": parse, "choices": list(choices) or None})
@@ -64,7 +80,7 @@ class TrainOptions:
     max_steps: int = 2000  # the flag is the command's own: --steps, --pretrain-steps or --finetune-steps
     micro_batch_size: int = _flag(128, "samples per rank per microbatch", positive_int)
     accumulate_grad_batches: int = _flag(1, "microbatches per optimizer step", positive_int)
-    lr: float = _flag(1e-3, "Adam learning rate", positive_float)
+    lr: float = _flag(1e-3, "Adam learning rate", learning_rate)
     accelerator: Accelerator = _flag("auto", "auto: the GPU where CUDA is available", choices=("auto", "cpu", "gpu"))
     devices: int = _flag(1, "data-parallel ranks (processes) per node", positive_int)
     num_nodes: int = _flag(
@@ -101,6 +117,11 @@ class TrainOptions:
                 raise ExampleModelError(f"{name} must be a positive integer, got {value!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ExampleModelError(f"lr must be a finite positive number, got {self.lr!r}")
+        if self.lr > MAX_LR:
+            raise ExampleModelError(
+                f"lr must be at most {MAX_LR:.4g} (Adam's first step, lr / (1 - beta1 0.9), must fit in float32), "
+                f"got {self.lr!r}"
+            )
         if self.num_workers < 0:
             raise ExampleModelError(f"num_workers must be 0 or more, got {self.num_workers!r}")
         if self.precision not in ("32", "bf16-mixed"):
