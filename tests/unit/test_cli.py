@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -10,24 +11,50 @@ from bionemo.example_model import cli
 from bionemo.example_model.errors import ExampleModelError
 from bionemo.example_model.options import TrainOptions, command_line_options
 
+REPRODUCIBILITY_VARIABLES = ("MKL_CBWR", "MKL_DYNAMIC", "OMP_DYNAMIC")
 
-def test_a_run_asks_mkl_for_reproducible_kernels_when_the_user_chose_none(monkeypatch):
-    monkeypatch.delenv("MKL_CBWR", raising=False)
+
+@pytest.fixture
+def no_reproducibility_settings(monkeypatch):
+    """None of MKL's reproducibility variables set, and after the test each is as before: set first, so that
+    monkeypatch records its value (a bare `delenv` of an unset variable records nothing, and what the code under
+    test then sets would leak into every later test's subprocesses)."""
+    for name in REPRODUCIBILITY_VARIABLES:
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    return monkeypatch
+
+
+@pytest.mark.parametrize(
+    ("vendor", "mode"), [("GenuineIntel", "AUTO,STRICT"), ("AuthenticAMD", "COMPATIBLE"), (None, "COMPATIBLE")]
+)
+def test_a_run_asks_mkl_for_its_reproducible_mode_for_the_cpu_it_runs_on(no_reproducibility_settings, vendor, mode):
+    no_reproducibility_settings.setattr(cli, "_cpu_vendor", lambda: vendor)
     cli.reproducible_cpu_math()
-    assert os.environ["MKL_CBWR"] == "AUTO,STRICT"
+    assert os.environ["MKL_CBWR"] == mode
 
 
-def test_a_run_keeps_the_mkl_mode_the_user_chose(monkeypatch):
-    monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
+def test_a_run_keeps_mkl_and_openmp_from_changing_the_thread_count_under_load(no_reproducibility_settings):
     cli.reproducible_cpu_math()
-    assert os.environ["MKL_CBWR"] == "COMPATIBLE"
+    assert (os.environ["MKL_DYNAMIC"], os.environ["OMP_DYNAMIC"]) == ("FALSE", "FALSE")
 
 
-def test_the_command_line_sets_the_mode_before_it_even_parses_its_arguments(monkeypatch):
-    monkeypatch.delenv("MKL_CBWR", raising=False)
+def test_the_cpu_vendor_is_the_one_linux_reports():
+    vendor = cli._cpu_vendor()
+    assert vendor and f"vendor_id\t: {vendor}\n" in Path("/proc/cpuinfo").read_text()
+
+
+def test_a_run_keeps_the_settings_the_user_chose(no_reproducibility_settings):
+    for name in REPRODUCIBILITY_VARIABLES:
+        no_reproducibility_settings.setenv(name, "user's")
+    cli.reproducible_cpu_math()
+    assert all(os.environ[name] == "user's" for name in REPRODUCIBILITY_VARIABLES)
+
+
+def test_the_command_line_sets_them_before_it_even_parses_its_arguments(no_reproducibility_settings):
     with pytest.raises(SystemExit):  # argparse's answer to an unknown command
         cli.main(["no-such-command"])
-    assert os.environ["MKL_CBWR"] == "AUTO,STRICT"
+    assert all(name in os.environ for name in REPRODUCIBILITY_VARIABLES)
 
 
 # --------------------------------------------------------------------------------------------------------------------

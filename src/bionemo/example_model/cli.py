@@ -278,17 +278,34 @@ def _interrupted() -> int:
     return 128 + signal.SIGINT
 
 
+def _cpu_vendor() -> str | None:
+    """The CPU's vendor as Linux names it (`GenuineIntel`, `AuthenticAMD`, ...); None without /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def reproducible_cpu_math() -> None:
     """
-    Make MKL's CPU matrix products round the same way in every process (unless the user chose a mode already).
+    Ask MKL for the same rounding in every process, as its documentation on Conditional Numerical Reproducibility
+    lists the conditions (each only where the user set nothing).
 
-    By default MKL may pick a different kernel for the same product from one process to the next (its documentation
-    on Conditional Numerical Reproducibility names memory alignment): in 3 of 7 tries on a 2-core Xeon, a resumed
-    CPU run rounded one step differently from the uninterrupted run and ended up to 2.2e-7 away from its weights.
-    `MKL_CBWR=AUTO,STRICT` fixes the kernel for this CPU whatever the alignment or number of threads. MKL reads it at
-    its first product, so setting it here, before any training, is early enough; Lightning's extra ranks inherit it.
+    By default MKL may pick a different kernel, or a different number of threads, for the same product from one
+    process to the next: in 3 of 7 tries on a 2-core Xeon, a resumed CPU run rounded one step differently from the
+    uninterrupted run and ended up to 2.2e-7 away from its weights. So: `MKL_CBWR=AUTO,STRICT` on Intel CPUs (one
+    kernel for this CPU whatever the alignment or thread count), `COMPATIBLE` on others (the one reproducible mode MKL
+    offers there; STRICT is Intel-only), and `MKL_DYNAMIC=FALSE`, `OMP_DYNAMIC=FALSE` so that neither library runs a
+    product on fewer threads when the machine is busy. MKL and OpenMP read them at their first use, after this;
+    Lightning's extra ranks inherit them.
     """
-    os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+    os.environ.setdefault("MKL_CBWR", "AUTO,STRICT" if _cpu_vendor() == "GenuineIntel" else "COMPATIBLE")
+    os.environ.setdefault("MKL_DYNAMIC", "FALSE")
+    os.environ.setdefault("OMP_DYNAMIC", "FALSE")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
