@@ -182,6 +182,16 @@ def metric_by_step(metrics_csv: Path, key: str) -> dict[int, float]:
     return series
 
 
+def this_cpu() -> str:
+    """`GenuineIntel, Intel(R) Xeon(R) ..., torch AVX512`: for the messages of bit-for-bit assertions, whose rounding
+    depends on the CPU (MKL's reproducible mode differs by vendor: cli.reproducible_cpu_math)."""
+    import torch
+
+    info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines()[:30] if ":" in line)
+    fields = [info.get(k, "?").strip() for k in ("vendor_id", "model name")]
+    return ", ".join([*fields, f"torch {torch.backends.cpu.get_cpu_capability()}", f"{os.cpu_count()} CPUs"])
+
+
 def printed_progress(output: str) -> list[dict[str, float]]:
     """Each progress line NeMo's printer wrote (`Training epoch 0, iteration 3/7 | lr: 0.001 | ...`), parsed."""
     return [

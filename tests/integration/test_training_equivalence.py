@@ -35,6 +35,7 @@ from integration_helpers import (
     restored_checkpoint,
     run,
     run_stage_cli,
+    this_cpu,
 )
 from run_stage import DIED_IN_SAVE
 
@@ -177,13 +178,23 @@ RESUME_CASES = [
 # Resume
 
 
+def assert_same_losses(run_dir: Path, uninterrupted: Path, steps: range) -> None:
+    """The run logged exactly the uninterrupted run's training loss at each of `steps` (so a failure names the first
+    step that rounded differently)."""
+    losses = metric_by_step(run_dir / "csv" / "metrics.csv", "reduced_train_loss")
+    expected = metric_by_step(uninterrupted / "csv" / "metrics.csv", "reduced_train_loss")
+    assert set(steps) <= set(losses), sorted(losses)
+    differing = {s: (losses[s], expected[s]) for s in losses if losses[s] != expected[s]}
+    assert not differing, (this_cpu(), differing)
+
+
 def assert_same_training_state(ckpt: Path, expected_ckpt: Path) -> None:
     """Bit for bit the same weights, Adam moments (and the distributed optimizer's fp32 copies) and Adam step."""
     state, expected = checkpoint_state(ckpt), checkpoint_state(expected_ckpt)
     assert sorted(state) == sorted(expected)
     assert any(k.startswith("optimizer.state.exp_avg") for k in state)  # the -last checkpoint has Adam's state
     differing = [k for k in expected if not torch.equal(state[k], expected[k])]
-    assert not differing, {k: (state[k] - expected[k]).abs().max().item() for k in differing}
+    assert not differing, (this_cpu(), {k: (state[k] - expected[k]).abs().max().item() for k in differing})
     assert adam_steps(ckpt) == adam_steps(expected_ckpt)
 
 
@@ -211,10 +222,7 @@ def test_resumed_training_ends_bitwise_equal_to_an_uninterrupted_run(resumed_run
     run_dir = resumed_runs(split, segments).run_dir
     uninterrupted = split_runs(split)
     # The steps the last resumed run trained have exactly the uninterrupted run's losses...
-    resumed_losses = metric_by_step(run_dir / "csv" / "metrics.csv", "reduced_train_loss")
-    reference_losses = metric_by_step(uninterrupted / "csv" / "metrics.csv", "reduced_train_loss")
-    assert set(range(segments[-2], PRETRAIN_STEPS)) <= set(resumed_losses)
-    assert {s: reference_losses[s] for s in resumed_losses} == resumed_losses
+    assert_same_losses(run_dir, uninterrupted, range(segments[-2], PRETRAIN_STEPS))
     # ...and it ends with exactly the same weights, Adam moments and Adam step.
     assert_same_training_state(last_checkpoint(run_dir), last_checkpoint(uninterrupted))
 
@@ -268,6 +276,7 @@ def test_a_run_killed_mid_save_keeps_its_previous_checkpoint_and_resumes_from_it
 
     assert restored_checkpoint(resumed) == previous
     assert printed_global_steps(resumed.stdout) == list(range(VAL_CHECK_INTERVAL, PRETRAIN_STEPS))
+    assert_same_losses(out / "pretrain", split_runs(split), range(VAL_CHECK_INTERVAL, PRETRAIN_STEPS))
     assert_same_training_state(last_checkpoint(out / "pretrain"), last_checkpoint(split_runs(split)))
 
 
