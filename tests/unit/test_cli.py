@@ -83,6 +83,23 @@ def test_options_and_their_flags_import_no_torch():
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("max_steps", 0),
+        ("micro_batch_size", 2.0),
+        ("devices", True),
+        ("num_workers", -1),
+        ("lr", float("nan")),
+        ("precision", "16"),
+        ("accelerator", "tpu"),
+    ],
+)
+def test_an_impossible_option_value_is_one_error_naming_the_option(option, value):
+    with pytest.raises(ExampleModelError, match=rf"^{option}\b.*{value!r}"):
+        TrainOptions(**{option: value}).check()
+
+
 def test_options_refuse_a_learning_rate_too_large_for_adams_float32_step():
     with pytest.raises(ExampleModelError, match="float32"):
         TrainOptions(lr=1e38).check()

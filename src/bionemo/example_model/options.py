@@ -19,26 +19,24 @@ Accelerator = Literal["auto", "cpu", "gpu"]
 Precision = Literal["32", "bf16-mixed"]
 
 
-def positive_int(text: str) -> int:
-    """For argparse: an integer of 1 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _int_at_least(minimum: int, what: str) -> Callable[[str], int]:
+    """An argparse type: an integer of `minimum` or more, called `what` in its error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__doc__ = f"For argparse: {what}."
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """For argparse: an integer of 0 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text!r}")
-    return value
+positive_int = _int_at_least(1, "a positive integer")
+non_negative_int = _int_at_least(0, "0 or a positive integer")
 
 
 def positive_float(text: str) -> float:
@@ -77,7 +75,8 @@ def _flag(default: Any, help: str, parse: Callable[[str], Any] | None = None, ch
 class TrainOptions:
     """How a stage runs: hardware, batch geometry, steps, optimizer and output. Validated by `check()`."""
 
-    max_steps: int = 2000  # the flag is the command's own: --steps, --pretrain-steps or --finetune-steps
+    # Parsed and checked like a flag, but the flag is the command's own: --steps, --pretrain-steps or --finetune-steps.
+    max_steps: int = field(default=2000, metadata={"parse": positive_int})
     micro_batch_size: int = _flag(128, "samples per rank per microbatch", positive_int)
     accumulate_grad_batches: int = _flag(1, "microbatches per optimizer step", positive_int)
     lr: float = _flag(1e-3, "Adam learning rate", learning_rate)
@@ -103,31 +102,15 @@ class TrainOptions:
 
     def check(self) -> None:
         """Reject impossible settings with one clear message each, before anything is started or written."""
-        for name in (
-            "max_steps",
-            "micro_batch_size",
-            "accumulate_grad_batches",
-            "devices",
-            "num_nodes",
-            "val_check_interval",
-            "log_every_n_steps",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ExampleModelError(f"{name} must be a positive integer, got {value!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ExampleModelError(f"lr must be a finite positive number, got {self.lr!r}")
-        if self.lr > MAX_LR:
-            raise ExampleModelError(
-                f"lr must be at most {MAX_LR:.4g} (Adam's first step, lr / (1 - beta1 0.9), must fit in float32), "
-                f"got {self.lr!r}"
-            )
-        if self.num_workers < 0:
-            raise ExampleModelError(f"num_workers must be 0 or more, got {self.num_workers!r}")
-        if self.precision not in ("32", "bf16-mixed"):
-            raise ExampleModelError(f"precision must be '32' or 'bf16-mixed', got {self.precision!r}")
-        if self.accelerator not in ("auto", "cpu", "gpu"):
-            raise ExampleModelError(f"accelerator must be auto, cpu or gpu, got {self.accelerator!r}")
+        for option in fields(self):  # each value is checked as its flag's text would be (True reads as 'True')
+            value, meta = getattr(self, option.name), option.metadata
+            if meta.get("choices") and value not in meta["choices"]:
+                raise ExampleModelError(f"{option.name} must be one of {', '.join(meta['choices'])}, got {value!r}")
+            if meta.get("parse") in (positive_int, non_negative_int, learning_rate):
+                try:
+                    meta["parse"](str(value))
+                except argparse.ArgumentTypeError as e:
+                    raise ExampleModelError(f"{option.name}: {e}") from None
         if self.resolved_accelerator() == "gpu":
             import torch
 
