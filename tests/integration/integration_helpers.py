@@ -187,8 +187,9 @@ def this_cpu() -> str:
     depends on the CPU (MKL's reproducible mode differs by vendor: cli.reproducible_cpu_math)."""
     import torch
 
-    info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines()[:30] if ":" in line)
-    fields = [info.get(k, "?").strip() for k in ("vendor_id", "model name")]
+    lines = Path("/proc/cpuinfo").read_text().splitlines()[:30]
+    info = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in lines)}
+    fields = [info.get(k, "?") for k in ("vendor_id", "model name")]
     return ", ".join([*fields, f"torch {torch.backends.cpu.get_cpu_capability()}", f"{os.cpu_count()} CPUs"])
 
 
