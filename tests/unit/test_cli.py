@@ -9,7 +9,7 @@ import pytest
 
 from bionemo.example_model import cli
 from bionemo.example_model.errors import ExampleModelError
-from bionemo.example_model.options import TrainOptions, command_line_options
+from bionemo.example_model.options import GLOBAL_BATCH, TrainOptions, command_line_options
 
 REPRODUCIBILITY_VARIABLES = ("MKL_CBWR", "MKL_DYNAMIC", "OMP_DYNAMIC")
 
@@ -103,3 +103,21 @@ def test_an_impossible_option_value_is_one_error_naming_the_option(option, value
 def test_options_refuse_a_learning_rate_too_large_for_adams_float32_step():
     with pytest.raises(ExampleModelError, match="float32"):
         TrainOptions(lr=1e38).check()
+
+
+def test_a_stage_records_the_global_batch_and_each_flag_its_weights_depend_on_by_its_flag_name():
+    options = TrainOptions(micro_batch_size=32, devices=2, accumulate_grad_batches=2, lr=0.01, seed=3)
+    settings = options.result_settings()
+    assert settings == {
+        GLOBAL_BATCH: 128,
+        "--lr": 0.01,
+        "--precision": "32",
+        "--use-distributed-optimizer": False,
+        "--seed": 3,
+    }
+
+
+def test_splitting_the_same_global_batch_otherwise_records_the_same_settings():
+    """A resume may change ranks, microbatches and accumulation (a distributed-optimizer checkpoint reshards)."""
+    split = TrainOptions(micro_batch_size=16, devices=2, accumulate_grad_batches=4, num_workers=2, log_every_n_steps=1)
+    assert split.result_settings() == TrainOptions(micro_batch_size=128).result_settings()

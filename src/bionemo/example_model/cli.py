@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 from bionemo.example_model import runs
 from bionemo.example_model.checkpoints import check_is_checkpoint
 from bionemo.example_model.errors import ExampleModelError
-from bionemo.example_model.options import TrainOptions, command_line_options, positive_int
+from bionemo.example_model.options import TrainOptions, command_line_options, flag_name, positive_int
 
 __all__: Sequence[str] = ("build_parser", "main")
 
@@ -32,7 +32,7 @@ def _add_common(p: argparse.ArgumentParser, steps_flags: dict[str, int]) -> None
     for flag, default in steps_flags.items():
         p.add_argument(flag, type=positive_int, default=default, help=f"optimizer steps (default {default})")
     for option in command_line_options():
-        flag = "--" + option.name.replace("_", "-")
+        flag = flag_name(option)
         if isinstance(option.default, bool):
             p.add_argument(flag, action="store_true", help=option.metadata["help"])
         else:
@@ -88,23 +88,6 @@ def _check_pretrain_checkpoint(path: Path) -> None:
         )
 
 
-GLOBAL_BATCH = "global batch (--micro-batch-size x --devices x --num-nodes x --accumulate-grad-batches)"
-
-
-def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    """
-    The flags that shape a training stage's result: a rerun asking for other values cannot continue it. How the global
-    batch is split over ranks and microbatches may change (a distributed-optimizer checkpoint reshards; the result
-    differs only by float summation order), its size may not."""
-    return {
-        GLOBAL_BATCH: args.micro_batch_size * args.devices * args.num_nodes * args.accumulate_grad_batches,
-        "--lr": args.lr,
-        "--seed": args.seed,
-        "--precision": args.precision,
-        "--use-distributed-optimizer": args.use_distributed_optimizer,
-    }
-
-
 def _training_stage(
     args: argparse.Namespace, name: str, steps: int, out: Path, input_ckpt: Path | None = None, input_flag: str = ""
 ) -> runs.Stage:
@@ -115,7 +98,7 @@ def _training_stage(
     return runs.Stage(
         name,
         out / name,
-        _settings(args),
+        _options(args, steps).result_settings(),
         steps=steps,
         steps_flag=f"--{name}-steps" if pipeline else "--steps",
         input_checkpoint=input_ckpt,

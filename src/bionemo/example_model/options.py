@@ -13,7 +13,14 @@ from typing import Any, Callable, Literal, Sequence
 
 from bionemo.example_model.errors import ExampleModelError
 
-__all__: Sequence[str] = ("Accelerator", "Precision", "TrainOptions", "command_line_options", "resolve_accelerator")
+__all__: Sequence[str] = (
+    "Accelerator",
+    "Precision",
+    "TrainOptions",
+    "command_line_options",
+    "flag_name",
+    "resolve_accelerator",
+)
 
 Accelerator = Literal["auto", "cpu", "gpu"]
 Precision = Literal["32", "bf16-mixed"]
@@ -66,9 +73,28 @@ def learning_rate(text: str) -> float:
     return value
 
 
-def _flag(default: Any, help: str, parse: Callable[[str], Any] | None = None, choices: Sequence[str] = ()) -> Any:
-    """A field that is also a `bionemo-mnist` flag (`--field-name`): how its text is parsed, and its help."""
-    return field(default=default, metadata={"help": help, "parse": parse, "choices": list(choices) or None})
+def _flag(
+    default: Any,
+    help: str,
+    parse: Callable[[str], Any] | None = None,
+    choices: Sequence[str] = (),
+    *,
+    shapes_result: bool = False,
+) -> Any:
+    """
+    A field that is also a `bionemo-mnist` flag (`--field-name`): how its text is parsed, and its help.
+    `shapes_result`: a stage's trained weights depend on the value, so a rerun asking for another cannot continue it.
+    """
+    metadata = {"help": help, "parse": parse, "choices": list(choices) or None, "shapes_result": shapes_result}
+    return field(default=default, metadata=metadata)
+
+
+def flag_name(option: Field) -> str:
+    """`micro_batch_size` -> `--micro-batch-size`."""
+    return "--" + option.name.replace("_", "-")
+
+
+GLOBAL_BATCH = "global batch (--micro-batch-size x --devices x --num-nodes x --accumulate-grad-batches)"
 
 
 @dataclass
@@ -79,17 +105,17 @@ class TrainOptions:
     max_steps: int = field(default=2000, metadata={"parse": positive_int})
     micro_batch_size: int = _flag(128, "samples per rank per microbatch", positive_int)
     accumulate_grad_batches: int = _flag(1, "microbatches per optimizer step", positive_int)
-    lr: float = _flag(1e-3, "Adam learning rate", learning_rate)
+    lr: float = _flag(1e-3, "Adam learning rate", learning_rate, shapes_result=True)
     accelerator: Accelerator = _flag("auto", "auto: the GPU where CUDA is available", choices=("auto", "cpu", "gpu"))
     devices: int = _flag(1, "data-parallel ranks (processes) per node", positive_int)
     num_nodes: int = _flag(
         1, "machines, each running --devices ranks, started by torchrun or srun (see README)", positive_int
     )
-    precision: Precision = _flag("32", "numerics of the step", choices=("32", "bf16-mixed"))
+    precision: Precision = _flag("32", "numerics of the step", choices=("32", "bf16-mixed"), shapes_result=True)
     val_check_interval: int = _flag(500, "steps between validations (and checkpoints)", positive_int)
     limit_val_batches: int | float = 1.0
-    use_distributed_optimizer: bool = _flag(False, "shard optimizer state over ranks")
-    seed: int = _flag(42, "seed of the model's initial weights and of the data order", int)
+    use_distributed_optimizer: bool = _flag(False, "shard optimizer state over ranks", shapes_result=True)
+    seed: int = _flag(42, "seed of the model's initial weights and of the data order", int, shapes_result=True)
     data_dir: Path | None = _flag(None, "MNIST IDX files (default: BIONEMO_CACHE_DIR)", Path)
     num_workers: int = _flag(0, "DataLoader worker processes", non_negative_int)
     log_every_n_steps: int = _flag(50, "steps between progress lines and CSV log rows", positive_int)
@@ -99,6 +125,14 @@ class TrainOptions:
     def global_batch_size(self) -> int:
         """Samples per optimizer step over all data-parallel ranks (devices on each of num_nodes machines)."""
         return self.micro_batch_size * self.devices * self.num_nodes * self.accumulate_grad_batches
+
+    def result_settings(self) -> dict[str, Any]:
+        """
+        What a stage records to refuse a rerun that would not continue it: the global batch's size (how it is split
+        over ranks and microbatches may change: a distributed-optimizer checkpoint reshards, and the result differs
+        only by float summation order) and each `shapes_result` flag, keyed as the user types it."""
+        shaping = {flag_name(f): getattr(self, f.name) for f in fields(self) if f.metadata.get("shapes_result")}
+        return {GLOBAL_BATCH: self.global_batch_size, **shaping}
 
     def check(self) -> None:
         """Reject impossible settings with one clear message each, before anything is started or written."""
