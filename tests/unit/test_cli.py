@@ -29,7 +29,7 @@ def no_reproducibility_settings(monkeypatch):
     ("vendor", "mode"), [("GenuineIntel", "AUTO,STRICT"), ("AuthenticAMD", "COMPATIBLE"), (None, "COMPATIBLE")]
 )
 def test_a_run_asks_mkl_for_its_reproducible_mode_for_the_cpu_it_runs_on(no_reproducibility_settings, vendor, mode):
-    no_reproducibility_settings.setattr(cli, "_cpu_vendor", lambda: vendor)
+    no_reproducibility_settings.setattr(cli, "cpu_info", lambda: {"vendor_id": vendor} if vendor else {})
     cli.reproducible_cpu_math()
     assert os.environ["MKL_CBWR"] == mode
 
@@ -40,7 +40,7 @@ def test_a_run_keeps_mkl_and_openmp_from_changing_the_thread_count_under_load(no
 
 
 def test_the_cpu_vendor_is_the_one_linux_reports():
-    vendor = cli._cpu_vendor()
+    vendor = cli.cpu_info()["vendor_id"]
     assert vendor and f"vendor_id\t: {vendor}\n" in Path("/proc/cpuinfo").read_text()
 
 

@@ -261,16 +261,14 @@ def _interrupted() -> int:
     return 128 + signal.SIGINT
 
 
-def _cpu_vendor() -> str | None:
-    """The CPU's vendor as Linux names it (`GenuineIntel`, `AuthenticAMD`, ...); None without /proc/cpuinfo."""
+def cpu_info() -> dict[str, str]:
+    """The first CPU's fields in Linux's /proc/cpuinfo (`vendor_id`, `model name`, ...); empty where there is none."""
     try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
-    return None
+        return {}
+    first = text.split("\n\n", 1)[0].splitlines()
+    return {key.strip(): value.strip() for key, sep, value in (line.partition(":") for line in first) if sep}
 
 
 def reproducible_cpu_math() -> None:
@@ -286,7 +284,8 @@ def reproducible_cpu_math() -> None:
     product on fewer threads when the machine is busy. MKL and OpenMP read them at their first use, after this;
     Lightning's extra ranks inherit them.
     """
-    os.environ.setdefault("MKL_CBWR", "AUTO,STRICT" if _cpu_vendor() == "GenuineIntel" else "COMPATIBLE")
+    intel = cpu_info().get("vendor_id") == "GenuineIntel"
+    os.environ.setdefault("MKL_CBWR", "AUTO,STRICT" if intel else "COMPATIBLE")
     os.environ.setdefault("MKL_DYNAMIC", "FALSE")
     os.environ.setdefault("OMP_DYNAMIC", "FALSE")
 
