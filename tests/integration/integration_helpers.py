@@ -187,8 +187,9 @@ def this_cpu() -> str:
     depends on the CPU (MKL's reproducible mode differs by vendor: cli.reproducible_cpu_math)."""
     import torch
 
-    lines = Path("/proc/cpuinfo").read_text().splitlines()[:30]
-    info = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in lines)}
+    from bionemo.example_model.cli import cpu_info
+
+    info = cpu_info()
     fields = [info.get(k, "?") for k in ("vendor_id", "model name")]
     return ", ".join([*fields, f"torch {torch.backends.cpu.get_cpu_capability()}", f"{os.cpu_count()} CPUs"])
 
@@ -245,6 +246,26 @@ def adam_steps(ckpt: Path) -> set[float]:
     if "param_state_sharding_type" in optimizer:  # the distributed optimizer
         return {group["step"] for group in optimizer["optimizer"]["param_groups"]}
     return {optimizer["state"]["common_step"].item()}
+
+
+def assert_same_training_state(ckpt: Path, expected_ckpt: Path, *, rtol: float = 0.0, atol: float = 0.0) -> None:
+    """
+    `ckpt` holds `expected_ckpt`'s weights, Adam moments (and the distributed optimizer's fp32 copies), bit for bit
+    unless a tolerance is given (|a - b| <= atol + rtol * |b|, as torch.testing), and exactly its Adam step count.
+    A failure names each tensor that is off, with its largest difference.
+    """
+    import torch
+
+    state, expected = checkpoint_state(ckpt), checkpoint_state(expected_ckpt)
+    assert sorted(state) == sorted(expected)
+    assert any(k.startswith("optimizer.state.exp_avg") for k in state)  # the -last checkpoint has Adam's state
+    off = {
+        key: (state[key] - expected[key]).abs().max().item()
+        for key in expected
+        if not torch.isclose(state[key], expected[key], rtol=rtol, atol=atol).all()
+    }
+    assert not off, (this_cpu(), f"max |difference| of each tensor off (rtol {rtol}, atol {atol})", off)
+    assert adam_steps(ckpt) == adam_steps(expected_ckpt)
 
 
 def last_checkpoint(stage_dir: Path) -> Path:
