@@ -15,7 +15,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from integration_helpers import checkpoint_state, last_checkpoint, metric_by_step, run, run_stage_cli
+from integration_helpers import (
+    assert_same_training_state,
+    checkpoint_state,
+    last_checkpoint,
+    metric_by_step,
+    run,
+    run_stage_cli,
+)
 
 import bionemo.example_model  # noqa: F401  (installs the torchvision hook before torch-heavy imports)
 
@@ -71,12 +78,14 @@ def _two_gpus() -> None:
 
 @pytest.fixture(scope="module")
 def gpu_pretrain(tmp_path_factory, mnist_root):
-    """`run(devices, micro, steps, out=None)` -> the pretrain dir of a GPU pretrain run, logging every step."""
+    """`run(devices, micro, steps, out=None, distopt=False)` -> the pretrain dir of a GPU pretrain run, logging every
+    step; `distopt` trains with Megatron's distributed optimizer."""
 
-    def pretrain(devices: int, micro: int, steps: int, out: Path | None = None) -> Path:
+    def pretrain(devices: int, micro: int, steps: int, out: Path | None = None, distopt: bool = False) -> Path:
         out = out or tmp_path_factory.mktemp(f"gpu-d{devices}") / "out"
         args = ["pretrain", "--accelerator", "gpu", "--devices", str(devices), "--steps", str(steps)]
         args += ["--micro-batch-size", str(micro), "--val-check-interval", str(VAL_EVERY)]
+        args += ["--use-distributed-optimizer"] if distopt else []
         args += ["--data-dir", str(mnist_root), "--out", str(out)]
         result = run([*run_stage_cli(), *args], env={"BIONEMO_TEST_LOG_EVERY_N_STEPS": "1"})
         assert result.returncode == 0, result.describe()
@@ -86,36 +95,54 @@ def gpu_pretrain(tmp_path_factory, mnist_root):
 
 
 @pytest.fixture(scope="module")
-def two_gpu_run(gpu_pretrain) -> Path:
-    _two_gpus()
-    return gpu_pretrain(2, 64, STEPS)
+def two_gpu_runs(gpu_pretrain):
+    """`run(distopt)` -> the pretrain dir of the uninterrupted 2-GPU run of STEPS steps, made once per optimizer."""
+    made: dict[bool, Path] = {}
+
+    def uninterrupted(distopt: bool) -> Path:
+        _two_gpus()
+        if distopt not in made:
+            made[distopt] = gpu_pretrain(2, 64, STEPS, distopt=distopt)
+        return made[distopt]
+
+    return uninterrupted
 
 
 @pytest.mark.multirank
 @pytest.mark.parametrize("precision", ["32"])
-def test_two_ranks_train_as_one_gpu_with_the_same_global_batch(gpu_pretrain, two_gpu_run, precision):
-    one = gpu_pretrain(1, 128, STEPS)
+def test_two_ranks_train_as_one_gpu_with_the_same_global_batch(gpu_pretrain, two_gpu_runs, precision):
+    two, one = two_gpu_runs(distopt=False), gpu_pretrain(1, 128, STEPS)
     for key in ("reduced_train_loss", "val_loss"):
-        got = metric_by_step(two_gpu_run / "csv" / "metrics.csv", key)
+        got = metric_by_step(two / "csv" / "metrics.csv", key)
         want = metric_by_step(one / "csv" / "metrics.csv", key)
         assert sorted(got) == sorted(want) and got, key
         for step in want:
             assert got[step] == pytest.approx(want[step], rel=GPU_LOSS_RTOL), (key, step)
-    got, want = checkpoint_state(last_checkpoint(two_gpu_run)), checkpoint_state(last_checkpoint(one))
+    got, want = checkpoint_state(last_checkpoint(two)), checkpoint_state(last_checkpoint(one))
     for name in (k for k in want if k.startswith("module.")):
         assert (got[name] - want[name]).abs().max().item() <= GPU_WEIGHT_ATOL, name
 
 
+# A 2-GPU resume with torch's Adam ended bit for bit where the uninterrupted run did in both tries (2 x H200,
+# 2 x H100). With Megatron's distributed optimizer, 5 of 6 resumes on 2 x H100 did too (among them a 1000 + 1000-step
+# pipeline killed after its first checkpoint), but one 10 -> 20-step resume ended with linear1.weight off while
+# Adam's moments were bitwise equal: the rare resume rounding of issue 14, seen on CPU too. So that case is held to
+# the CPU suite's resume tolerance (test_training_equivalence.RESUME_ATOL): 1/100 of one Adam step, which a restarted
+# Adam state or a skipped or repeated batch exceeds.
+RESUME_TOLERANCE = {"adam": 0.0, "distributed_adam": 1e-5}
+
+
 @pytest.mark.multirank
+@pytest.mark.parametrize("optimizer", sorted(RESUME_TOLERANCE))
 @pytest.mark.parametrize("precision", ["32"])
-def test_two_ranks_resumed_on_gpus_end_bitwise_equal_to_an_uninterrupted_run(
-    gpu_pretrain, two_gpu_run, tmp_path, precision
+def test_two_ranks_resumed_on_gpus_end_where_an_uninterrupted_run_does(
+    gpu_pretrain, two_gpu_runs, tmp_path, precision, optimizer
 ):
+    """Weights, Adam moments (and the distributed optimizer's fp32 copies) within RESUME_TOLERANCE; Adam's step
+    count exactly."""
+    distopt = optimizer == "distributed_adam"
     out = tmp_path / "out"
-    gpu_pretrain(2, 64, VAL_EVERY, out)
-    resumed = gpu_pretrain(2, 64, STEPS, out)
-    got, want = checkpoint_state(last_checkpoint(resumed)), checkpoint_state(last_checkpoint(two_gpu_run))
-    assert sorted(got) == sorted(want)
-    assert any(k.startswith("optimizer.state.exp_avg") for k in want)
-    differing = [k for k in want if not torch.equal(got[k], want[k])]
-    assert not differing, differing
+    gpu_pretrain(2, 64, VAL_EVERY, out, distopt=distopt)
+    resumed = last_checkpoint(gpu_pretrain(2, 64, STEPS, out, distopt=distopt))
+    tolerance = RESUME_TOLERANCE[optimizer]
+    assert_same_training_state(resumed, last_checkpoint(two_gpu_runs(distopt)), rtol=tolerance, atol=tolerance)
