@@ -5,6 +5,7 @@ The checkpoints here are real Megatron distributed checkpoints written the way N
 the `module.` prefix of NeMo's MegatronParallel wrapper, in `weights/`, next to a `context/` directory.
 """
 
+import contextlib
 import logging
 import queue
 import shutil
@@ -61,9 +62,16 @@ class Saved:
     wide: Path  # an autoencoder whose linear1 has 65 units instead of 64
 
 
+@pytest.fixture(scope="module", autouse=True)
+def megatron_checkpoint_io_on_this_device():
+    """Megatron's checkpoint writer and reader call torch.cuda (synchronize, current_device): on a CPU-only torch,
+    the CPU bridge's stand-ins serve them while this module runs, and are gone after it."""
+    with contextlib.nullcontext() if torch.cuda.is_available() else cpu_bridge.cuda_on_cpu_for_a_moment():
+        yield
+
+
 @pytest.fixture(scope="module")
 def saved(megatron_single_process, tmp_path_factory) -> Saved:
-    cpu_bridge.install()  # Megatron's checkpoint writer calls torch.cuda.synchronize(); a no-op on CPU with the bridge
     root = tmp_path_factory.mktemp("checkpoints")
     out = Saved()
     with pytest.MonkeyPatch.context() as patch:

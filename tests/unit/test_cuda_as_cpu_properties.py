@@ -13,7 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bionemo.example_model.cpu_bridge import cuda_as_cpu
+from bionemo.example_model.cpu_bridge import cuda_as_cpu, cuda_on_cpu_for_a_moment
 
 CUDA_SPELLINGS = ["cuda", "cuda:0", torch.device("cuda"), torch.device("cuda", 0), torch.device("cuda:0"), 0]
 FLOAT_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
@@ -118,3 +118,16 @@ def test_tensor_cuda_under_the_bridge_is_the_tensor_itself():
     x = torch.ones(3, dtype=torch.float16, requires_grad=True)
     with cuda_as_cpu():
         assert x.cuda() is x
+
+
+def test_cuda_on_cpu_for_a_moment_serves_megatrons_cuda_calls_and_then_leaves_torch_cuda_as_it_was():
+    names = ("Stream", "current_device", "synchronize", "max_memory_allocated")
+    before = {name: getattr(torch.cuda, name) for name in names}
+    modes = torch._C._len_torch_function_stack()
+    with cuda_on_cpu_for_a_moment():
+        assert torch._C._len_torch_function_stack() == modes + 1
+        torch.cuda.synchronize()
+        assert torch.zeros(2, device=torch.cuda.current_device()).device.type == "cpu"
+        assert all(getattr(torch.cuda, name) is not before[name] for name in names)
+    assert all(getattr(torch.cuda, name) is before[name] for name in names)
+    assert torch._C._len_torch_function_stack() == modes  # the CUDA-as-CPU mode is popped too

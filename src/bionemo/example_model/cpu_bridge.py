@@ -7,17 +7,19 @@ upstream symptom still appears (so a fixed upstream shows up as a failing canary
 A patch can be switched off for such a test with `BIONEMO_CPU_BRIDGE_SKIP=name,name`.
 """
 
+import contextlib
 import importlib.abc
 import importlib.util
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 __all__: Sequence[str] = (
     "PATCHES",
     "PatchSet",
     "cuda_as_cpu",
+    "cuda_on_cpu_for_a_moment",
     "install",
     "make_torchvision_importable",
     "make_torchvision_importable_on_import",
@@ -202,6 +204,22 @@ class _NoStream:
         pass
 
 
+def _cuda_runtime_stand_ins() -> dict[str, object]:
+    """The torch.cuda attributes `cuda_runtime_on_cpu` replaces, each with its CPU stand-in."""
+    import torch
+
+    return {
+        "Stream": _NoStream,
+        "stream": lambda stream=None: contextlib.nullcontext(),
+        "default_stream": lambda device=None: _NoStream(),
+        "current_stream": lambda device=None: _NoStream(),
+        "current_device": lambda: torch.device("cpu"),
+        "synchronize": lambda device=None: None,
+        "max_memory_reserved": lambda device=None: 0,
+        "max_memory_allocated": lambda device=None: 0,
+    }
+
+
 @PATCHES.register("cuda_runtime_on_cpu")
 def _cuda_runtime_on_cpu() -> None:
     """
@@ -216,14 +234,28 @@ def _cuda_runtime_on_cpu() -> None:
     """
     import torch
 
-    torch.cuda.Stream = _NoStream  # type: ignore[misc,assignment]
-    torch.cuda.stream = lambda stream=None: __import__("contextlib").nullcontext()  # type: ignore[assignment]
-    torch.cuda.default_stream = lambda device=None: _NoStream()  # type: ignore[assignment]
-    torch.cuda.current_stream = lambda device=None: _NoStream()  # type: ignore[assignment]
-    torch.cuda.current_device = lambda: torch.device("cpu")  # type: ignore[assignment]
-    torch.cuda.synchronize = lambda device=None: None  # type: ignore[assignment]
-    torch.cuda.max_memory_reserved = lambda device=None: 0  # type: ignore[assignment]
-    torch.cuda.max_memory_allocated = lambda device=None: 0  # type: ignore[assignment]
+    for name, stand_in in _cuda_runtime_stand_ins().items():
+        setattr(torch.cuda, name, stand_in)
+
+
+@contextlib.contextmanager
+def cuda_on_cpu_for_a_moment() -> Iterator[None]:
+    """
+    The `cuda_tensors_on_cpu` and `cuda_runtime_on_cpu` patches inside a `with` block only, undone after it: for
+    tests that run Megatron's CUDA-only code (its checkpoint writer and reader) on CPU without patching the test
+    process for good."""
+    import torch
+
+    stand_ins = _cuda_runtime_stand_ins()
+    originals = {name: getattr(torch.cuda, name) for name in stand_ins}
+    try:
+        for name, stand_in in stand_ins.items():
+            setattr(torch.cuda, name, stand_in)
+        with cuda_as_cpu():
+            yield
+    finally:
+        for name, original in originals.items():
+            setattr(torch.cuda, name, original)
 
 
 @PATCHES.register("resume_without_cuda_init")
