@@ -32,6 +32,8 @@ from integration_helpers import (
 )
 from lightning.fabric.utilities.distributed import _suggested_max_num_threads
 
+from support import free_port
+
 NUM_TEST_IMAGES = 10_000
 STAGES = ("pretrain", "finetune")
 
@@ -47,9 +49,9 @@ def torchrun_node(node_rank: int, port: int, args: list[str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def two_nodes(tmp_path_factory, mnist_root, free_tcp_port) -> tuple[Path, list[Run]]:
+def two_nodes(tmp_path_factory, mnist_root) -> tuple[Path, list[Run]]:
     out = tmp_path_factory.mktemp("pipeline-2node") / "out"
-    port = free_tcp_port()
+    port = free_port()
     args = [*pipeline_args(out, mnist_root, devices=1), "--num-nodes", "2"]
     env = {"BIONEMO_TEST_LOG_EVERY_N_STEPS": "1", "OMP_NUM_THREADS": str(_suggested_max_num_threads(2))}
     runs = run_together([torchrun_node(r, port, args) for r in (0, 1)], env=env)

@@ -23,11 +23,13 @@ import faulthandler
 import json
 import os
 import signal
-import socket
 import sys
 import time
 import traceback
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: a script finds the shared `support` there
+from support import free_port  # noqa: E402
 
 SKIP_ENV = "BIONEMO_CPU_BRIDGE_SKIP"
 OK = "SCENARIO_OK"
@@ -222,12 +224,6 @@ SCENARIOS = {
 # Batch runner: import once, fork per job.
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _child(job: dict, env: dict, log: Path) -> None:
     """In a forked child: point stdout/stderr at `log`, set the environment, run the scenario; never returns."""
     code = 1
@@ -277,7 +273,7 @@ def _run_job(job: dict) -> dict:
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         code = 1
         try:
-            port = _free_port()
+            port = free_port()
             pids = []
             for rank in range(ranks):
                 env = {}

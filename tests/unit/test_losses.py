@@ -7,7 +7,6 @@ split into microbatches and data-parallel ranks, `reduce()` must report exactly 
 import json
 import multiprocessing
 import os
-import socket
 import traceback
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from bionemo.example_model.losses import (
     MSELossReduction,
     MSEPlusClassifierLossReduction,
 )
+from support import drop_stale_megatron_groups, free_port
 
 REDUCTIONS = [MSELossReduction, ClassifierLossReduction, MSEPlusClassifierLossReduction]
 REL_TOL = 1e-6
@@ -239,12 +239,6 @@ WORLD = 2
 RANK_MICROBATCHES = {0: [8, 8, 4], 1: [5, 4]}
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_worker(rank, port, reduction_cls, batch, out, mode, result_dir):
     """One data-parallel rank: reduce its own microbatches, write the value and its pid to result_dir/rank<N>.json."""
     result = {"rank": rank, "pid": os.getpid()}
@@ -282,19 +276,12 @@ def _rank_worker(rank, port, reduction_cls, batch, out, mode, result_dir):
     Path(result_dir, f"rank{rank}.json").write_text(json.dumps(result))
 
 
-def drop_stale_megatron_groups() -> None:
-    """megatron-core 0.15.3's destroy_model_parallel() leaves two globals holding destroyed gloo groups. A forked
-    child inherits them without gloo's threads, and hangs in their destructor when its initialize_model_parallel()
-    replaces them. Any earlier test in this process that used Megatron leaves them set, so release them here."""
-    from megatron.core import parallel_state
-
-    assert not parallel_state.model_parallel_is_initialized(), "a previous test leaked Megatron's parallel state"
-    parallel_state._INTRA_PARTIAL_DATA_PARALLEL_GROUP_WITH_CP = None
-    parallel_state._INTRA_PARTIAL_DATA_PARALLEL_GROUP_WITH_CP_GLOO = None
-
-
 def run_two_ranks(reduction_cls, batch, out, mode, tmp_path) -> list[dict]:
     """Fork two processes that join one gloo group; return their result records in rank order."""
+    from megatron.core import parallel_state
+
+    # A forked rank must not inherit Megatron's state: a leaked one, or the groups destroy_model_parallel() leaves.
+    assert not parallel_state.model_parallel_is_initialized(), "a previous test leaked Megatron's parallel state"
     drop_stale_megatron_groups()
     ctx = multiprocessing.get_context("fork")  # forked workers reuse this process's imports (NeMo takes ~13 s)
     port = free_port()
