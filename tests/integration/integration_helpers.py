@@ -259,11 +259,13 @@ def assert_same_training_state(ckpt: Path, expected_ckpt: Path, *, rtol: float =
     state, expected = checkpoint_state(ckpt), checkpoint_state(expected_ckpt)
     assert sorted(state) == sorted(expected)
     assert any(k.startswith("optimizer.state.exp_avg") for k in state)  # the -last checkpoint has Adam's state
-    off = {
-        key: (state[key] - expected[key]).abs().max().item()
-        for key in expected
-        if not torch.isclose(state[key], expected[key], rtol=rtol, atol=atol).all()
-    }
+
+    def how_far_off(got: torch.Tensor, want: torch.Tensor) -> float | str | None:
+        if got.shape != want.shape:
+            return f"shape {tuple(got.shape)}, expected {tuple(want.shape)}"
+        return None if torch.isclose(got, want, rtol=rtol, atol=atol).all() else (got - want).abs().max().item()
+
+    off = {key: far for key in expected if (far := how_far_off(state[key], expected[key])) is not None}
     assert not off, (this_cpu(), f"max |difference| of each tensor off (rtol {rtol}, atol {atol})", off)
     assert adam_steps(ckpt) == adam_steps(expected_ckpt)
 
