@@ -1,6 +1,6 @@
 """
-Scenarios for tests/unit/test_cpu_bridge.py: real CPU NeMo runs, each in a process of its own, with chosen bridge
-patches switched off through `BIONEMO_CPU_BRIDGE_SKIP`.
+Scenarios for tests/unit/test_bridges.py: real CPU NeMo runs, each in a process of its own, with chosen bridge
+patches switched off through `BIONEMO_BRIDGE_SKIP`.
 
     python bridge_scenarios.py torchvision                     # import torchvision (no NeMo: a process of its own)
     python bridge_scenarios.py run SCENARIO DATA_DIR WORK_DIR  # one scenario in this process (debugging)
@@ -8,7 +8,7 @@ patches switched off through `BIONEMO_CPU_BRIDGE_SKIP`.
 
 Importing NeMo takes ~15 s, training the tiny model a few seconds. `batch` therefore imports NeMo once and forks one
 child per job: nothing is patched before the fork (the bridges are installed by `train()` inside the child, and the
-child checks that), so every child starts as a fresh CPU run would, with its own `BIONEMO_CPU_BRIDGE_SKIP`, its own
+child checks that), so every child starts as a fresh CPU run would, with its own `BIONEMO_BRIDGE_SKIP`, its own
 session and process group (killed as a whole on timeout), and its output in its own log file.
 
 Two-rank jobs start both ranks as forked children with torchrun's environment (`RANK`, `LOCAL_RANK`, `WORLD_SIZE`,
@@ -29,9 +29,9 @@ import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: a script finds the shared `support` there
+from bionemo.example_model.bridges.registry import SKIP_ENV  # noqa: E402
 from support import free_port  # noqa: E402
 
-SKIP_ENV = "BIONEMO_CPU_BRIDGE_SKIP"
 OK = "SCENARIO_OK"
 
 
@@ -58,9 +58,9 @@ def scenario_torchvision() -> None:
 
 
 def _assert_nothing_patched_yet() -> None:
-    from bionemo.example_model import cpu_bridge, nemo_bridge
+    from bionemo.example_model import bridges
 
-    installed = cpu_bridge.PATCHES.installed + nemo_bridge.PATCHES.installed
+    installed = bridges.installed()
     assert not installed, f"patches installed before the scenario started (not a fresh process?): {installed}"
 
 
@@ -95,7 +95,7 @@ def _opts(data_dir: Path, **kwargs):
 
 def scenario_pretrain_resume(data_dir: Path, work_dir: Path) -> None:
     """Pretrain 2 steps (fresh start, checkpoint save), then resume the same run to 4 steps (checkpoint load)."""
-    from bionemo.example_model import cpu_bridge, nemo_bridge
+    from bionemo.example_model import bridges
     from bionemo.example_model.config import PretrainConfig
     from bionemo.example_model.train import train
 
@@ -110,7 +110,7 @@ def scenario_pretrain_resume(data_dir: Path, work_dir: Path) -> None:
     dumps.check("resume")
     assert "step=3" in resumed.name, f"resume did not reach step 4: {resumed}"
     print(f"RESUME_DONE {resumed}", flush=True)
-    print(f"INSTALLED {json.dumps(cpu_bridge.PATCHES.installed + nemo_bridge.PATCHES.installed)}", flush=True)
+    print(f"INSTALLED {json.dumps(bridges.installed())}", flush=True)
     _ok("pretrain_resume")
 
 
@@ -120,7 +120,7 @@ def _np_product_callers_patched() -> bool:
 
     import numpy
 
-    from bionemo.example_model.nemo_bridge import _NP_PRODUCT_CALLERS
+    from bionemo.example_model.bridges.all_devices import _NP_PRODUCT_CALLERS
 
     seen = {importlib.import_module(name).np is numpy for name in _NP_PRODUCT_CALLERS}
     assert len(seen) == 1, "the bridge replaced `np` in some of megatron's modules but not all"
@@ -146,7 +146,7 @@ def scenario_distopt_resume(data_dir: Path, work_dir: Path) -> None:
     """
     With Megatron's distributed optimizer: pretrain 2 steps, resume to 4; then every parameter's Adam step must be 4.
     """
-    from bionemo.example_model import cpu_bridge, nemo_bridge
+    from bionemo.example_model import bridges
     from bionemo.example_model.config import PretrainConfig
     from bionemo.example_model.train import train
 
@@ -158,7 +158,7 @@ def scenario_distopt_resume(data_dir: Path, work_dir: Path) -> None:
     opts = _opts(data_dir, max_steps=4, use_distributed_optimizer=True, extra_callbacks=[recorder])
     resumed = train(PretrainConfig(), opts, run_dir, "pretrain")
     print(f"RESUME_DONE {resumed}", flush=True)
-    print(f"INSTALLED {json.dumps(cpu_bridge.PATCHES.installed + nemo_bridge.PATCHES.installed)}", flush=True)
+    print(f"INSTALLED {json.dumps(bridges.installed())}", flush=True)
     if recorder.steps != [4.0]:
         raise RuntimeError(f"resumed at step 2 and trained 2 steps, but Adam's step counts are {recorder.steps}")
     _ok("distopt_resume")
@@ -166,7 +166,7 @@ def scenario_distopt_resume(data_dir: Path, work_dir: Path) -> None:
 
 def scenario_ddp_progress(data_dir: Path, work_dir: Path) -> None:
     """One rank of a 2-rank CPU pretrain whose ProgressPrinter prints (and reports Megatron timers) at every step."""
-    from bionemo.example_model import cpu_bridge, nemo_bridge
+    from bionemo.example_model import bridges
     from bionemo.example_model.config import PretrainConfig
     from bionemo.example_model.train import train
 
@@ -175,15 +175,15 @@ def scenario_ddp_progress(data_dir: Path, work_dir: Path) -> None:
     ckpt = train(PretrainConfig(), opts, work_dir / "ddp", "pretrain")
     print(f"RANK {os.environ.get('RANK')} DONE {ckpt}", flush=True)
     print(f"NP_PRODUCT_CALLERS_PATCHED {json.dumps(_np_product_callers_patched())}", flush=True)
-    print(f"INSTALLED {json.dumps(cpu_bridge.PATCHES.installed + nemo_bridge.PATCHES.installed)}", flush=True)
+    print(f"INSTALLED {json.dumps(bridges.installed())}", flush=True)
     _ok("ddp_progress")
 
 
 def scenario_install_twice(data_dir: Path, work_dir: Path) -> None:
-    """`PatchSet.install()` twice: every patch function runs once; the CUDA-as-CPU mode is pushed once."""
+    """`bridges.install("cpu")` twice: every patch function runs once; the CUDA-as-CPU mode is pushed once."""
     from torch.overrides import _get_current_function_mode_stack
 
-    from bionemo.example_model import cpu_bridge, nemo_bridge
+    from bionemo.example_model import bridges
 
     _assert_nothing_patched_yet()
     calls: dict[str, int] = {}
@@ -195,17 +195,14 @@ def scenario_install_twice(data_dir: Path, work_dir: Path) -> None:
 
         return wrapper
 
-    for patch_set in (cpu_bridge.PATCHES, nemo_bridge.PATCHES):
-        for name, fn in list(patch_set.patches.items()):
-            patch_set.patches[name] = counting(name, fn)
+    for patches in bridges.PATCH_SETS.values():
+        for name, fn in list(patches.patches.items()):
+            patches.patches[name] = counting(name, fn)
     result = {
-        "first": cpu_bridge.PATCHES.install(),
-        "second": cpu_bridge.PATCHES.install(),
-        "module_level": cpu_bridge.install(),
-        "nemo_first": nemo_bridge.PATCHES.install(),
-        "nemo_second": nemo_bridge.install(),
+        "first": bridges.install("cpu"),
+        "second": bridges.install("cpu"),
         "calls": calls,
-        "registered": list(cpu_bridge.PATCHES.patches) + list(nemo_bridge.PATCHES.patches),
+        "registered": {set_name: list(patches.patches) for set_name, patches in bridges.PATCH_SETS.items()},
         "function_modes": len(_get_current_function_mode_stack()),
     }
     print(f"INSTALL_RESULT {json.dumps(result)}", flush=True)

@@ -16,7 +16,7 @@ import torch
 from nemo.lightning.io.mixin import IOMixin
 from torch import nn
 
-from bionemo.example_model import cpu_bridge
+from bionemo.example_model.bridges import cpu as cpu_bridges
 from bionemo.example_model.checkpoints import CheckpointError, check_initial_checkpoint, checkpoint_tensor_shapes
 from bionemo.example_model.config import ExampleFineTuneBothConfig, ExampleFineTuneConfig, PretrainConfig
 from bionemo.example_model.errors import ExampleModelError
@@ -66,7 +66,7 @@ class Saved:
 def megatron_checkpoint_io_on_this_device():
     """Megatron's checkpoint writer and reader call torch.cuda (synchronize, current_device): on a CPU-only torch,
     the CPU bridge's stand-ins serve them while this module runs, and are gone after it."""
-    with contextlib.nullcontext() if torch.cuda.is_available() else cpu_bridge.cuda_on_cpu_for_a_moment():
+    with contextlib.nullcontext() if torch.cuda.is_available() else cpu_bridges.cuda_on_cpu_for_a_moment():
         yield
 
 

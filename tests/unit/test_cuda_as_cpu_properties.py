@@ -1,5 +1,5 @@
 """
-Property: the CPU bridge's `cuda_tensors_on_cpu` TorchFunctionMode (cpu_bridge.cuda_as_cpu) is transparent. A tensor
+Property: the CPU bridge's `cuda_tensors_on_cpu` TorchFunctionMode (bridges.cpu.cuda_as_cpu) is transparent. A tensor
 made or moved "to CUDA" under it is exactly the tensor the same call makes on the CPU: same values, shape, dtype and
 requires_grad, whichever way the CUDA device is spelled; calls that ask for the CPU or the meta device are not
 touched. (All CPU training is fp32, so a bridge that changed a dtype or dropped requires_grad would pass every
@@ -13,7 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bionemo.example_model.cpu_bridge import cuda_as_cpu, cuda_on_cpu_for_a_moment
+from bionemo.example_model.bridges.cpu import cuda_as_cpu, cuda_on_cpu_for_a_moment
 
 CUDA_SPELLINGS = ["cuda", "cuda:0", torch.device("cuda"), torch.device("cuda", 0), torch.device("cuda:0"), 0]
 FLOAT_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]

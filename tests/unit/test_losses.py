@@ -245,9 +245,9 @@ def _rank_worker(rank, port, reduction_cls, batch, out, mode, result_dir):
     try:
         # As in DataLoader workers: OpenMP's thread pool does not survive fork, so a forked child must not use it.
         torch.set_num_threads(1)
-        from bionemo.example_model import cpu_bridge
+        from bionemo.example_model import bridges
 
-        cpu_bridge.install()
+        bridges.install("cpu")
         os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
         dist.init_process_group("gloo", rank=rank, world_size=WORLD)
         from megatron.core import parallel_state

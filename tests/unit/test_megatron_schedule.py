@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bionemo.example_model import cpu_bridge
+from bionemo.example_model.bridges import cpu as cpu_bridges
 from bionemo.example_model.config import ExampleFineTuneBothConfig
 from bionemo.example_model.losses import MSEPlusClassifierLossReduction
 from bionemo.example_model.model import ExampleFineTuneBothModel
@@ -33,7 +33,7 @@ def batch_of(size: int, seed: int) -> dict[str, torch.Tensor]:
 
 def on_this_device():
     """The schedule allocates on "cuda": on a CPU-only machine, run it under the CPU bridge's mode (scoped)."""
-    return contextlib.nullcontext() if torch.cuda.is_available() else cpu_bridge.cuda_as_cpu()
+    return contextlib.nullcontext() if torch.cuda.is_available() else cpu_bridges.cuda_as_cpu()
 
 
 def schedule_gradients(model: torch.nn.Module, microbatches: list[dict]) -> dict[str, torch.Tensor]:

@@ -7,7 +7,7 @@ seconds), else through torchvision's own download. Every file is checked against
 is atomic, so a crash or two concurrent runs never leave a half-written file under a final name.
 
 Import-light on purpose: numpy is imported only when converting, torchvision only when downloading (importing it
-needs `cpu_bridge.make_torchvision_importable()` first on a CPU-only torch).
+needs `bridges.torchvision_import.make_torchvision_importable()` first on a CPU-only torch).
 """
 
 from __future__ import annotations
@@ -332,7 +332,7 @@ def _download_with_torchvision(root: Path, raw: Path, missing: list[str]) -> Non
     scratch = Path(tempfile.mkdtemp(prefix=".mnist-download-", dir=root))
     try:
         try:
-            from bionemo.example_model.cpu_bridge import make_torchvision_importable
+            from bionemo.example_model.bridges.torchvision_import import make_torchvision_importable
 
             make_torchvision_importable()
             from torchvision.datasets import MNIST

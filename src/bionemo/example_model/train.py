@@ -46,7 +46,7 @@ def _trainer(opts: TrainOptions, callbacks: list, max_steps: int):
             overlap_param_gather=False,
         ),
         # torch's Adam (no Apex/TE) can only save a fully reshardable distributed-optimizer state (STACK.md, 9);
-        # loading it back needs nemo_bridge's `distributed_optimizer_*` patches.
+        # loading it back needs bridges.all_devices' `distributed_optimizer_*` patches.
         ckpt_optim_fully_reshardable=opts.use_distributed_optimizer,
         ckpt_async_save=False,
         ckpt_load_strictness="log_all",

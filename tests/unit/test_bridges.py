@@ -1,11 +1,11 @@
 """
-Canaries for the bridges in `bionemo.example_model.cpu_bridge` and `bionemo.example_model.nemo_bridge`.
+Canaries for the patches in `bionemo.example_model.bridges`: every registered patch, and the torchvision hook.
 
 For every patch, two tests on a real CPU NeMo run (the scenarios are in `bridge_scenarios.py`):
 
 - `test_<patch>_makes_<scenario>_work`: with every patch on, the scenario succeeds (and the patch was installed);
 - `test_without_<patch>_upstream_still_fails_with_<symptom>`: with only that patch switched off
-  (`BIONEMO_CPU_BRIDGE_SKIP=<patch>`), the scenario fails with the upstream symptom the patch documents. When
+  (`BIONEMO_BRIDGE_SKIP=<patch>`), the scenario fails with the upstream symptom the patch documents. When
   upstream is fixed this canary fails, and its message says to delete the patch.
 
 The symptoms observed with torch 2.13.0+cpu, megatron-core and NeMo as pinned (and what each canary asserts):
@@ -57,8 +57,9 @@ from pathlib import Path
 
 import pytest
 
+from bionemo.example_model.bridges.registry import SKIP_ENV
+
 SCRIPT = Path(__file__).with_name("bridge_scenarios.py")
-SKIP_ENV = "BIONEMO_CPU_BRIDGE_SKIP"
 OK = "SCENARIO_OK"
 HANG_TIMEOUT_S = 60  # the 2-rank run with every patch on takes ~10 s here
 JOB_TIMEOUT_S = 150
@@ -76,7 +77,7 @@ _DROPPED_ENV = (SKIP_ENV, "RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MAST
 
 
 def _env(skip: list[str] | None = None) -> dict[str, str]:
-    """This environment without any bridge switch or launcher variables, plus `BIONEMO_CPU_BRIDGE_SKIP=skip`."""
+    """This environment without any bridge switch or launcher variables, plus `BIONEMO_BRIDGE_SKIP=skip`."""
     env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
     env["PYTHONUNBUFFERED"] = "1"
     if skip:
@@ -88,7 +89,17 @@ def _tail(text: str, n: int = 4000) -> str:
     return text if len(text) <= n else "...\n" + text[-n:]
 
 
-def _upstream_fixed(patch: str, module: str, symptom: str, rc: int, output: str) -> str:
+def _home(patch: str) -> str:
+    """The module that holds `patch`, as registered."""
+    from bionemo.example_model import bridges
+    from bionemo.example_model.bridges import torchvision_import
+
+    homes = {name: fn.__module__ for patches in bridges.PATCH_SETS.values() for name, fn in patches.patches.items()}
+    return homes.get(patch, torchvision_import.__name__)
+
+
+def _upstream_fixed(patch: str, symptom: str, rc: int, output: str) -> str:
+    module = _home(patch)
     return (
         f"UPSTREAM FIXED? With the {patch!r} bridge switched off ({SKIP_ENV}={patch}) the scenario no longer fails "
         f"with the documented upstream symptom {symptom!r} (exit code {rc}). If it now succeeds, upstream is fixed: "
@@ -122,7 +133,7 @@ def test_without_torchvision_op_schemas_upstream_still_fails_with_nms_operator_m
     output = proc.stdout + proc.stderr
     symptom = "RuntimeError: operator torchvision::nms does not exist"
     assert proc.returncode != 0 and symptom in output, _upstream_fixed(
-        "torchvision_op_schemas", "cpu_bridge.py", symptom, proc.returncode, output
+        "torchvision_op_schemas", symptom, proc.returncode, output
     )
 
 
@@ -168,9 +179,9 @@ JOBS: dict[str, tuple[str, list[str], int, int]] = {
 
 def test_every_registered_patch_has_a_canary_job():
     """A patch added to either registry without a job that runs its scenario with it switched off fails here."""
-    from bionemo.example_model import cpu_bridge, nemo_bridge
+    from bionemo.example_model import bridges
 
-    registered = {*cpu_bridge.PATCHES.patches, *nemo_bridge.PATCHES.patches}
+    registered = {name for patches in bridges.PATCH_SETS.values() for name in patches.patches}
     canaried = {patch for _, skipped, _, _ in JOBS.values() for patch in skipped}
     if NUMPY_HAS_PRODUCT:  # its job runs only where numpy 2's symptom can occur (stack='gpu-node')
         canaried.add("numpy2_product_alias")
@@ -250,13 +261,13 @@ def _assert_succeeded(runs: dict, job: str, patch: str, *markers: str, ranks: in
         assert patch in _installed(log), f"the {patch!r} bridge was not installed in job {job!r}"
 
 
-def _assert_canary(runs: dict, job: str, patch: str, module: str, symptom: str, *evidence: str) -> str:
+def _assert_canary(runs: dict, job: str, patch: str, symptom: str, *evidence: str) -> str:
     """The job failed, its log has `symptom` and every `evidence` string (where it comes from); returns the log."""
     log = _log(runs, job)
     rc = runs[job]["rc"]
-    assert rc != 0 and OK not in log and symptom in log, _upstream_fixed(patch, module, symptom, rc, log)
+    assert rc != 0 and OK not in log and symptom in log, _upstream_fixed(patch, symptom, rc, log)
     for text in evidence:
-        assert text in log, _upstream_fixed(patch, module, f"{symptom} ({text})", rc, log)
+        assert text in log, _upstream_fixed(patch, f"{symptom} ({text})", rc, log)
     return log
 
 
@@ -277,7 +288,6 @@ def test_without_cuda_runtime_on_cpu_upstream_still_fails_with_cuda_stream_requi
         runs,
         "without_cuda_runtime_on_cpu",
         "cuda_runtime_on_cpu",
-        "cpu_bridge.py",
         "RuntimeError: torch.cuda.Stream requires CUDA support",
         "in init_model_parallel",
     )
@@ -301,7 +311,6 @@ def test_without_cuda_tensors_on_cpu_upstream_still_fails_with_torch_not_compile
         runs,
         "without_cuda_tensors_on_cpu",
         "cuda_tensors_on_cpu",
-        "cpu_bridge.py",
         "Torch not compiled with CUDA enabled",
         "megatron/core/optimizer/optimizer.py",
     )
@@ -324,7 +333,6 @@ def test_without_resume_without_cuda_init_upstream_still_fails_with_fix_tensors_
         runs,
         "without_resume_without_cuda_init",
         "resume_without_cuda_init",
-        "cpu_bridge.py",
         "AssertionError: (False, False)",
         "in _fix_tensors_device",
         "nemo/lightning/io/pl.py",
@@ -349,7 +357,6 @@ def test_without_skip_llm_collection_import_upstream_still_fails_with_module_not
         runs,
         "without_skip_llm_collection_import",
         "skip_llm_collection_import",
-        "nemo_bridge.py",
         "ModuleNotFoundError: No module named",
         "in adjust_tensor_shapes_fn",
         "nemo/collections/llm/__init__.py",
@@ -374,7 +381,6 @@ def test_without_context_yaml_without_nemo_run_upstream_still_fails_with_failed_
         runs,
         "without_context_yaml_without_nemo_run",
         "context_yaml_without_nemo_run",
-        "nemo_bridge.py",
         "Failed to dump training context for checkpoint",
         "No module named 'nemo_run'",
     )
@@ -405,11 +411,11 @@ def test_without_progress_printer_rank0_collective_upstream_still_fails_with_two
     log = "\n".join(f"=== rank {r}\n{_log(runs, job, r)}" for r in range(2))
     symptom = f"2-rank run still running after {HANG_TIMEOUT_S} s (hang)"
     assert result["timed_out"] and OK not in log, _upstream_fixed(
-        "progress_printer_rank0_collective", "nemo_bridge.py", symptom, result["rc"], log
+        "progress_printer_rank0_collective", symptom, result["rc"], log
     )
     # The hang is after rank 0's printer ran (and so issued its rank-0-only timer all-gather).
     assert "Training epoch 0, iteration 0/2" in _log(runs, job, 0), _upstream_fixed(
-        "progress_printer_rank0_collective", "nemo_bridge.py", symptom + " after a printed step", result["rc"], log
+        "progress_printer_rank0_collective", symptom + " after a printed step", result["rc"], log
     )
 
 
@@ -445,11 +451,9 @@ def test_without_numpy2_product_alias_upstream_still_fails_with_numpy_has_no_att
     for rank in range(2):
         log = _log(runs, job, rank)
         fails = not runs[job]["timed_out"] and runs[job]["rc"] != 0 and OK not in log and symptom in log
-        assert fails, _upstream_fixed("numpy2_product_alias", "nemo_bridge.py", symptom, runs[job]["rc"], log)
+        assert fails, _upstream_fixed("numpy2_product_alias", symptom, runs[job]["rc"], log)
         for where in ("megatron/core/dist_checkpointing/exchange_utils.py", "in _shard_size", "in save_checkpoint"):
-            assert where in log, _upstream_fixed(
-                "numpy2_product_alias", "nemo_bridge.py", f"{symptom} ({where})", runs[job]["rc"], log
-            )
+            assert where in log, _upstream_fixed("numpy2_product_alias", f"{symptom} ({where})", runs[job]["rc"], log)
 
 
 # --- distributed_optimizer_* (torch's Adam in Megatron's distributed optimizer) -----------------------------------
@@ -472,7 +476,6 @@ def test_without_distributed_optimizer_state_before_first_step_upstream_still_fa
         runs,
         "distopt_without_distributed_optimizer_state_before_first_step",
         "distributed_optimizer_state_before_first_step",
-        "nemo_bridge.py",
         "AssertionError",
         "assert len(steps) == 1",
         "in state_dict",
@@ -488,7 +491,6 @@ def test_without_distributed_optimizer_load_keeps_step_upstream_still_fails_with
         runs,
         "distopt_without_distributed_optimizer_load_keeps_step",
         "distributed_optimizer_load_keeps_step",
-        "nemo_bridge.py",
         "KeyError: 'step'",
         "in load_parameter_state_from_fully_reshardable",
         "in _set_main_param_and_optimizer_states",
@@ -505,7 +507,6 @@ def test_without_distributed_optimizer_step_per_param_upstream_still_counts_one_
         runs,
         "distopt_without_distributed_optimizer_step_per_param",
         "distributed_optimizer_step_per_param",
-        "nemo_bridge.py",
         "Adam's step counts are [18.0]",
         "RESUME_DONE",
     )
@@ -517,21 +518,16 @@ def test_without_distributed_optimizer_step_per_param_upstream_still_counts_one_
 
 @pytest.mark.slow
 @uses("install_twice")
-def test_patchset_install_is_idempotent(runs):
+def test_installing_the_bridges_twice_runs_every_registered_patch_once(runs):
+    from bionemo.example_model import bridges
+
     log = _log(runs, "install_twice")
     assert runs["install_twice"]["rc"] == 0, _tail(log)
     line = next(line for line in log.splitlines() if line.startswith("INSTALL_RESULT "))
     result = json.loads(line.removeprefix("INSTALL_RESULT "))
-    cpu = ["cuda_tensors_on_cpu", "cuda_runtime_on_cpu", "resume_without_cuda_init"]
-    nemo = [
-        "skip_llm_collection_import",
-        "context_yaml_without_nemo_run",
-        "progress_printer_rank0_collective",
-        "numpy2_product_alias",
-        *DISTOPT_PATCHES,
-    ]
-    assert result["registered"] == cpu + nemo
-    assert result["first"] == result["second"] == result["module_level"] == cpu
-    assert result["nemo_first"] == result["nemo_second"] == nemo
-    assert result["calls"] == {name: 1 for name in cpu + nemo}
+    registered = {set_name: list(patches.patches) for set_name, patches in bridges.PATCH_SETS.items()}
+    assert result["registered"] == registered
+    every = registered["all_devices"] + registered["cpu"]
+    assert result["first"] == result["second"] == every
+    assert result["calls"] == {name: 1 for name in every}
     assert result["function_modes"] == 1, "the CUDA-as-CPU TorchFunctionMode was pushed more than once"

@@ -1,8 +1,7 @@
 """
-Bridges for upstream NeMo breakage that is not about CUDA (applied on every device).
+The all-device patches: upstream NeMo / Megatron breakage that is not about CUDA, installed for every run.
 
-Like `cpu_bridge`, each patch names the upstream file and symptom and has a canary test; switch one off with
-`BIONEMO_CPU_BRIDGE_SKIP=name`.
+Each names the upstream file and symptom and has a canary in tests/unit/test_bridges.py.
 """
 
 import sys
@@ -10,9 +9,9 @@ import types
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
-from bionemo.example_model.cpu_bridge import PatchSet
+from bionemo.example_model.bridges.registry import PatchSet
 
-__all__: Sequence[str] = ("PATCHES", "install")
+__all__: Sequence[str] = ("PATCHES",)
 
 PATCHES = PatchSet()
 
@@ -225,8 +224,3 @@ def _distributed_optimizer_step_per_param() -> None:
                     state["step"] = state["step"].clone()
 
     DistributedOptimizer.load_state_dict = load_state_dict
-
-
-def install() -> list[str]:
-    """Install every patch here (idempotent)."""
-    return PATCHES.install()

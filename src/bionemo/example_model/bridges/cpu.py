@@ -1,0 +1,151 @@
+"""
+The CPU patches: where stock NeMo2 / Megatron assume CUDA, each patch makes a CPU-only run do the CPU work.
+
+Installed only for runs without a CUDA device (`bridges.install`). Each names the upstream file and symptom and has a
+canary in tests/unit/test_bridges.py.
+"""
+
+import contextlib
+from typing import Iterator, Sequence
+
+from bionemo.example_model.bridges.registry import PatchSet
+
+__all__: Sequence[str] = ("PATCHES", "cuda_as_cpu", "cuda_on_cpu_for_a_moment")
+
+PATCHES = PatchSet()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Runtime patches for CPU runs. On a CPU-only torch every patched call below raises; patched, it does the CPU work.
+
+
+def _cuda_type_name(cpu_type: str) -> str:
+    return cpu_type.replace("torch.", "torch.cuda.", 1) if not cpu_type.startswith("torch.cuda.") else cpu_type
+
+
+@PATCHES.register("cuda_tensors_on_cpu")
+def _cuda_tensors_on_cpu() -> None:
+    """
+    Hard-coded CUDA tensors and type strings in code every CPU step runs.
+
+    Upstream: megatron/core/optimizer/optimizer.py (`device='cuda'` buffers, `p.data.cuda()`; FP32Optimizer),
+    megatron/core/optimizer/clip_grads.py (`device='cuda'` norms; `param.grad.type() == 'torch.cuda.FloatTensor'`
+    with the default clip_grad=1.0), megatron/core/optimizer/distrib_optimizer.py (`Wrapped parameters must be one of
+    torch.cuda.FloatTensor...`), nemo/lightning/pytorch/strategies/megatron_strategy.py `training_step` logging
+    (`torch.tensor(x, pin_memory=True).to("cuda")` every step). Symptom: `AssertionError: Torch not compiled with CUDA
+    enabled`, first from FP32Optimizer.__init__'s `device='cuda'` loss scale, then the type assertion. Fix: a
+    process-wide TorchFunctionMode in which a CUDA device means the CPU, `.cuda()` is a no-op, pinning is dropped and
+    `Tensor.type()` reports the CUDA type name. Only requests for CUDA (they raise on this torch) change meaning.
+    """
+    cuda_as_cpu().__enter__()  # stays on torch's mode stack for the life of the (CPU-only) process
+
+
+def cuda_as_cpu():
+    """
+    The `cuda_tensors_on_cpu` mode, a TorchFunctionMode in which the CPU plays the CUDA device, as a context manager:
+    for code that must run upstream CUDA-only code on CPU for a moment without patching the process (the unit tests
+    drive Megatron's schedule this way). Built on call, so importing this module does not import torch."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    def is_cuda(device: object) -> bool:
+        if isinstance(device, int) and not isinstance(device, bool):
+            return True  # a bare index means a CUDA device to torch
+        if isinstance(device, str):
+            return device.startswith("cuda")
+        return isinstance(device, torch.device) and device.type == "cuda"
+
+    class CudaAsCpu(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = dict(kwargs or {})
+            if func is torch.Tensor.cuda:
+                return args[0]
+            if func is torch.Tensor.type and len(args) == 1 and not kwargs:
+                return _cuda_type_name(func(*args))
+            if "device" in kwargs and is_cuda(kwargs["device"]):
+                kwargs["device"] = "cpu"
+            if kwargs.get("pin_memory"):
+                kwargs["pin_memory"] = False
+            if func is torch.Tensor.to and len(args) > 1 and is_cuda(args[1]):
+                args = (args[0], "cpu", *args[2:])
+            return func(*args, **kwargs)
+
+    return CudaAsCpu()
+
+
+class _NoStream:
+    """Stand-in for a CUDA stream on CPU: work is synchronous, so waiting and switching streams are no-ops."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def wait_stream(self, other: object) -> None:  # noqa: D102
+        pass
+
+    def synchronize(self) -> None:  # noqa: D102
+        pass
+
+
+def _cuda_runtime_stand_ins() -> dict[str, object]:
+    """The torch.cuda attributes `cuda_runtime_on_cpu` replaces, each with its CPU stand-in."""
+    import torch
+
+    return {
+        "Stream": _NoStream,
+        "stream": lambda stream=None: contextlib.nullcontext(),
+        "default_stream": lambda device=None: _NoStream(),
+        "current_stream": lambda device=None: _NoStream(),
+        "current_device": lambda: torch.device("cpu"),
+        "synchronize": lambda device=None: None,
+        "max_memory_reserved": lambda device=None: 0,
+        "max_memory_allocated": lambda device=None: 0,
+    }
+
+
+@PATCHES.register("cuda_runtime_on_cpu")
+def _cuda_runtime_on_cpu() -> None:
+    """
+    torch.cuda runtime calls made unconditionally.
+
+    Upstream: nemo/lightning/megatron_parallel.py `init_model_parallel` (`torch.cuda.stream(torch.cuda.Stream())`
+    around DDP init), megatron/core/distributed/param_and_grad_buffer.py and distributed_data_parallel.py
+    (`device=torch.cuda.current_device()` for grad/param buffers, communication streams),
+    megatron/core/dist_checkpointing/strategies/filesystem_async.py (`torch.cuda.synchronize()` on every save),
+    nemo's `max_memory_*` logging. Symptom: `RuntimeError: torch.cuda.Stream requires CUDA support` / `Torch not
+    compiled with CUDA enabled`. Fix: streams are no-ops, the current device is the CPU, synchronize is a no-op.
+    """
+    import torch
+
+    for name, stand_in in _cuda_runtime_stand_ins().items():
+        setattr(torch.cuda, name, stand_in)
+
+
+@contextlib.contextmanager
+def cuda_on_cpu_for_a_moment() -> Iterator[None]:
+    """
+    The `cuda_tensors_on_cpu` and `cuda_runtime_on_cpu` patches inside a `with` block only, undone after it: for
+    tests that run Megatron's CUDA-only code (its checkpoint writer and reader) on CPU without patching the test
+    process for good."""
+    import torch
+
+    stand_ins = _cuda_runtime_stand_ins()
+    originals = {name: getattr(torch.cuda, name) for name in stand_ins}
+    try:
+        for name, stand_in in stand_ins.items():
+            setattr(torch.cuda, name, stand_in)
+        with cuda_as_cpu():
+            yield
+    finally:
+        for name, original in originals.items():
+            setattr(torch.cuda, name, original)
+
+
+@PATCHES.register("resume_without_cuda_init")
+def _resume_without_cuda_init() -> None:
+    """
+    Upstream: nemo/lightning/io/pl.py `_fix_tensors_device` asserts `torch.cuda.is_initialized()` when a
+    checkpoint is loaded (resume, predict). Symptom: `AssertionError: (False, False)`. On CPU every tensor is already
+    where it belongs, so the device fix-up is the identity."""
+    import nemo.lightning.io.pl as nemo_pl
+
+    nemo_pl._fix_tensors_device = lambda ckpt: ckpt
