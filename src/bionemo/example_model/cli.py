@@ -263,12 +263,18 @@ def _interrupted() -> int:
 
 def cpu_info() -> dict[str, str]:
     """The first CPU's fields in Linux's /proc/cpuinfo (`vendor_id`, `model name`, ...); empty where there is none."""
+    info: dict[str, str] = {}
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:  # up to the blank line that ends the first CPU's block (a large node lists hundreds)
+                if not line.strip():
+                    break
+                key, sep, value = line.partition(":")
+                if sep:
+                    info[key.strip()] = value.strip()
     except OSError:
         return {}
-    first = text.split("\n\n", 1)[0].splitlines()
-    return {key.strip(): value.strip() for key, sep, value in (line.partition(":") for line in first) if sep}
+    return info
 
 
 def reproducible_cpu_math() -> None:
