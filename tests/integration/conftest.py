@@ -2,28 +2,17 @@
 
 They are session fixtures because several tests read what one run left behind, and the resume tests reuse their
 pretrain checkpoints as the "uninterrupted" reference, which saves a training run per rank count (the integration
-suite has a ~12 min budget on a 2-core CI machine). Helpers live in integration_helpers.py.
+suite has a ~12 min budget on a 2-core CI machine). Helpers live in tests/support.
 """
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).parent
-if str(HERE) not in sys.path:  # so the test modules can `import integration_helpers` in any pytest import mode
-    sys.path.insert(0, str(HERE))
-
-from integration_helpers import (  # noqa: E402
-    MICRO_BATCH_SIZE,
-    Run,
-    bionemo_mnist,
-    pipeline_args,
-    run,
-    run_stage_cli,
-)
+from support.cli_args import MICRO_BATCH_SIZE, pipeline_args, run_stage_cli
+from support.processes import Run, bionemo_mnist, run
 
 
 @dataclass

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from integration_helpers import HERE, checkpoint_model_weights, run
 
 from bionemo.example_model.checkpoints import checkpoint_tensor_shapes, is_checkpoint
+from support.processes import run
+from support.records import checkpoint_model_weights
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +34,7 @@ STAGES = {  # stage -> (the stage it loads from, the parameters it has)
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory, mnist_root) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("chain") / "out"
-    result = run([sys.executable, str(HERE / "run_chain.py"), str(mnist_root), str(out)])
+    result = run([sys.executable, str(Path(__file__).with_name("run_chain.py")), str(mnist_root), str(out)])
     assert result.returncode == 0, result.describe()
     return out, json.loads((out / "chain.json").read_text())
 

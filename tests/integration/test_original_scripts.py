@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from integration_helpers import Run, read_csv_rows, run
 
 from bionemo.example_model.checkpoints import checkpoint_tensor_shapes, is_checkpoint
+from support.processes import Run, run
+from support.records import read_csv_rows
 
 pytestmark = pytest.mark.slow
 

@@ -13,21 +13,13 @@ import struct
 from pathlib import Path
 
 import pytest
-from integration_helpers import (
-    FINETUNE_STEPS,
-    MICRO_BATCH_SIZE,
-    PRETRAIN_STEPS,
-    assert_one_line_error,
-    bionemo_mnist,
-    checkpoint_common,
-    file_hashes,
-    read_csv_rows,
-    run,
-)
 
 from bionemo.example_model.checkpoints import checkpoint_tensor_shapes, is_checkpoint
 from bionemo.example_model.mnist_files import raw_dir
 from bionemo.example_model.runs import LOCK_NAME
+from support.cli_args import FINETUNE_STEPS, MICRO_BATCH_SIZE, PRETRAIN_STEPS
+from support.processes import assert_one_line_error, bionemo_mnist, run
+from support.records import checkpoint_common, file_hashes, read_csv_rows
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NUM_TEST_IMAGES = 10_000

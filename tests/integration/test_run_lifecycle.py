@@ -17,9 +17,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from integration_helpers import (
-    MICRO_BATCH_SIZE,
-    bionemo_mnist,
+from run_stage import DIED_IN_SAVE
+from test_pipeline import assert_one_line_error
+
+from bionemo.example_model.checkpoints import is_checkpoint
+from bionemo.example_model.mnist_files import raw_dir
+from support.cli_args import MICRO_BATCH_SIZE, run_stage_cli, stage_args
+from support.processes import bionemo_mnist, run, session_members, start
+from support.records import (
     file_hashes,
     last_checkpoint,
     metric_by_step,
@@ -27,17 +32,7 @@ from integration_helpers import (
     printed_global_steps,
     printed_progress,
     read_csv_rows,
-    run,
-    run_stage_cli,
-    session_members,
-    stage_args,
-    start,
 )
-from run_stage import DIED_IN_SAVE
-from test_pipeline import assert_one_line_error
-
-from bionemo.example_model.checkpoints import is_checkpoint
-from bionemo.example_model.mnist_files import raw_dir
 
 pytestmark = pytest.mark.slow
 

@@ -17,22 +17,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from integration_helpers import (
-    RUN_STAGE,
-    Run,
-    assert_one_line_error,
-    bionemo_mnist,
-    checkpoint_model_weights,
-    metric_by_step,
-    pipeline_args,
-    printed_checkpoint,
-    read_csv_rows,
-    run,
-    run_together,
-)
 from lightning.fabric.utilities.distributed import _suggested_max_num_threads
 
 from support import free_port
+from support.cli_args import RUN_STAGE, pipeline_args
+from support.processes import Run, assert_one_line_error, bionemo_mnist, run, run_together
+from support.records import checkpoint_model_weights, metric_by_step, printed_checkpoint, read_csv_rows
 
 NUM_TEST_IMAGES = 10_000
 STAGES = ("pretrain", "finetune")

@@ -4,8 +4,8 @@
   continues at step 10 and ends with the weights and Adam state (moments and step) of an uninterrupted 20-step run
   (two ranks; one rank does 7 -> 14 -> 20, resuming twice), with or without Megatron's distributed optimizer, and
   also after a run killed in the middle of a checkpoint save: bit for bit in the `bitwise` tests (`nox -s bitwise`),
-  up to a rare resume rounding in `nox -s tests` (see RESUME_ATOL). A distributed-optimizer run stopped on two ranks
-  and resumed on one continues from its Adam state.
+  up to a rare resume rounding in `nox -s tests` (see support.records.RESUME_ATOL). A distributed-optimizer run
+  stopped on two ranks and resumed on one continues from its Adam state.
 * Splitting the global batch of 128 images as 2 ranks x 64, 1 rank x 128, 1 rank x 4 accumulated microbatches
   of 32, or 2 ranks x 4 x 16 with Megatron's distributed optimizer gives the same per-step loss, validation loss
   and final weights, up to float summation order.
@@ -21,10 +21,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from integration_helpers import (
-    PRETRAIN_STEPS,
-    VAL_CHECK_INTERVAL,
-    Run,
+from run_stage import DIED_IN_SAVE
+
+from bionemo.example_model.checkpoints import is_checkpoint
+from support.cli_args import PRETRAIN_STEPS, VAL_CHECK_INTERVAL, run_stage_cli
+from support.processes import Run, run
+from support.records import (
+    RESUME_ATOL,
+    RESUME_RTOL,
     adam_steps,
     assert_same_training_state,
     checkpoint_common,
@@ -34,13 +38,8 @@ from integration_helpers import (
     printed_checkpoint,
     printed_global_steps,
     restored_checkpoint,
-    run,
-    run_stage_cli,
     this_cpu,
 )
-from run_stage import DIED_IN_SAVE
-
-from bionemo.example_model.checkpoints import is_checkpoint
 
 GLOBAL_BATCH = 128
 
@@ -160,7 +159,7 @@ def resumed_runs(tmp_path_factory, mnist_root):
 
 # (split, where the runs stop), resumed and compared with the uninterrupted run of the same split. One rank resumes
 # twice: the data position a resumed run saves is what the next resume starts from. The others resume once (each
-# two-rank run costs ~35 s). The distributed-optimizer cases need the nemo_bridge's three `distributed_optimizer_*`
+# two-rank run costs ~35 s). The distributed-optimizer cases need bridges.all_devices' three `distributed_optimizer_*`
 # patches (torch's Adam: megatron-core cannot restore its state without them).
 RESUME_CASES = [
     pytest.param("dp1_x_micro128", (7, 14, PRETRAIN_STEPS), id="1rank", marks=pytest.mark.slow),
@@ -187,15 +186,6 @@ def assert_same_losses(run_dir: Path, uninterrupted: Path, steps: range) -> None
     assert set(steps) <= set(losses), sorted(losses)
     differing = {s: (losses[s], expected[s]) for s in losses if losses[s] != expected[s]}
     assert not differing, (this_cpu(), differing)
-
-
-# A resumed run is meant to be bit-identical to the uninterrupted run, and mostly is. But now and then a resumed CPU
-# process rounds one step differently, some steps after the resume (in one CI run: the loss at step 15 of a 10 -> 20
-# resume, one float32 ulp off), and ends up to 1.9e-6 away; the cause is not known yet (issue 14). So the `bitwise`
-# tests, which state the property, run in their own session (`nox -s bitwise`), and `nox -s tests` checks resumes up
-# to that rounding: 1e-5 is 5x the largest such drift seen and 1/100 of one Adam step (lr 1e-3), so a resume that
-# restarts Adam's moments or step, or skips or repeats samples, still fails.
-RESUME_RTOL, RESUME_ATOL = 1e-5, 1e-5
 
 
 @pytest.mark.parametrize(("split", "segments"), RESUME_CASES)
@@ -248,7 +238,7 @@ def test_adam_step_count_after_resuming_equals_the_number_of_steps_taken(resumed
     """
     Adam's bias correction uses its step count, so a resumed run must count on from the checkpoint's. (Megatron's
     distributed optimizer restores one step tensor shared by every parameter, which torch's Adam then advances once
-    per parameter per step: nemo_bridge's `distributed_optimizer_step_per_param`.)
+    per parameter per step: bridges.all_devices' `distributed_optimizer_step_per_param`.)
     """
     assert adam_steps(last_checkpoint(resumed_runs(split, segments).run_dir)) == {PRETRAIN_STEPS}
 
