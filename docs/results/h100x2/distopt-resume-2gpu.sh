@@ -31,10 +31,10 @@ el "resumed run done"; wait $U; el "uninterrupted run done"
   echo "# uninterrupted:"; tail -8 /tmp/u.log
   echo "# summaries"; cat /tmp/i/summary.json; echo; cat /tmp/u/summary.json; echo
   echo "# final checkpoints, resumed vs uninterrupted (max |diff| per tensor group)"
-  PYTHONPATH=tests/integration:$PYTHONPATH python3 - <<'PY'
+  PYTHONPATH=tests:$PYTHONPATH python3 - <<'PY'
 from pathlib import Path
 import torch
-from integration_helpers import adam_steps, checkpoint_state, last_checkpoint
+from support.records import adam_steps, checkpoint_state, last_checkpoint
 for stage in ("pretrain", "finetune"):
     a, b = (last_checkpoint(Path(r) / stage) for r in ("/tmp/i", "/tmp/u"))
     sa, sb = checkpoint_state(a), checkpoint_state(b)

@@ -10,10 +10,10 @@ A="--accelerator gpu --devices 2 --micro-batch-size 64 --val-check-interval 10 -
 stage() { MASTER_PORT=$1 python3 tests/integration/run_stage.py cli pretrain $A --steps $2 --out $3 > $3.log.$2 2>&1 || { echo "FAILED $3 $2"; tail -20 $3.log.$2; }; }
 stage 29601 20 /tmp/a & stage 29602 20 /tmp/b & for r in c d e f; do p=$((29610 + $(printf %d "'$r"))); (stage $p 10 /tmp/$r && stage $p 20 /tmp/$r) & done; wait
 echo "runs done at $SECONDS s"
-PYTHONPATH=tests/integration:$PYTHONPATH python3 - <<'PY' 2>&1 | grep -v end.of.life
+PYTHONPATH=tests:$PYTHONPATH python3 - <<'PY' 2>&1 | grep -v end.of.life
 from pathlib import Path
 import torch
-from integration_helpers import adam_steps, checkpoint_state, last_checkpoint, metric_by_step
+from support.records import adam_steps, checkpoint_state, last_checkpoint, metric_by_step
 runs = {r: last_checkpoint(Path(f"/tmp/{r}/pretrain")) for r in "abcdef"}
 states = {r: checkpoint_state(c) for r, c in runs.items()}
 for r, c in runs.items():
