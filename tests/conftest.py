@@ -1,4 +1,4 @@
-"""Shared fixtures. Imports stay light here: test modules import the package (and so its torchvision hook) first."""
+"""Shared fixtures. Imports stay light here: the package (imported through support.fixtures) and no torch or NeMo."""
 
 import pytest
 

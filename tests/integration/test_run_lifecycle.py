@@ -18,12 +18,11 @@ from pathlib import Path
 
 import pytest
 from run_stage import DIED_IN_SAVE
-from test_pipeline import assert_one_line_error
 
 from bionemo.example_model.checkpoints import is_checkpoint
 from bionemo.example_model.mnist_files import raw_dir
 from support.cli_args import MICRO_BATCH_SIZE, run_stage_cli, stage_args
-from support.processes import bionemo_mnist, run, session_members, start
+from support.processes import assert_one_line_error, bionemo_mnist, run, session_members, start
 from support.records import (
     file_hashes,
     last_checkpoint,

@@ -1,6 +1,6 @@
 """
-Helpers shared by the unit and integration tests and the scripts they start (importable as `support`: pytest puts
-tests/ on sys.path, see pyproject's `pythonpath`; a script adds it itself). Not a test module.
+Helpers shared by the unit and integration tests, the benchmarks and the scripts they start (importable as `support`:
+pytest puts tests/ on sys.path, see pyproject's `pythonpath`; a script adds it itself). Not a test module.
 """
 
 import socket

@@ -45,12 +45,12 @@ class Run:
 
 # Launcher variables: Lightning picks a free port itself, and a stale value from the environment would make concurrent
 # runs collide or a one-rank run think it is a rank of another.
-_LAUNCHER_ENV = ("MASTER_PORT", "MASTER_ADDR", "LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK")
+LAUNCHER_ENV = ("MASTER_PORT", "MASTER_ADDR", "LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK")
 
 
 def _run_env(env: dict[str, str] | None) -> dict[str, str]:
     """This environment, unbuffered, with `env` on top and no launcher variable that `env` does not set itself."""
-    inherited = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_ENV}
+    inherited = {k: v for k, v in os.environ.items() if k not in LAUNCHER_ENV}
     return {**inherited, "PYTHONUNBUFFERED": "1", **(env or {})}
 
 
@@ -98,13 +98,19 @@ def describe_session(session_id: int) -> str:
     return "\n".join(described) or "  (none)"
 
 
-def _reap_session(session_id: int, grace_s: float = 60.0) -> None:
-    """Wait for the other processes of session `session_id` (ranks > 0) to exit; kill them after `grace_s`."""
+def _reap_session(session_id: int, grace_s: float = 60.0) -> str:
+    """
+    Wait for the other processes of session `session_id` (ranks > 0) to exit; kill them after `grace_s`. Returns
+    a note naming those it had to kill (empty when none), for the run's output."""
     deadline = time.monotonic() + grace_s
     while session_members(session_id) and time.monotonic() < deadline:
         time.sleep(0.5)
+    if not session_members(session_id):
+        return ""
+    still_running = describe_session(session_id)
     for pid in session_members(session_id):
         os.kill(pid, signal.SIGKILL)
+    return f"\n[test harness] killed, still running {grace_s:.0f} s after the first process ended:\n{still_running}"
 
 
 # argparse's own errors (bad flag values) are prefixed with the subcommand, `bionemo-mnist pretrain: error: ...`,
@@ -154,7 +160,7 @@ class Background:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         seconds = time.monotonic() - self.started
-        _reap_session(self.proc.pid)
+        killed += _reap_session(self.proc.pid)
         cmd, stdout, stderr = list(map(str, self.proc.args)), self.stdout.read_text(), self.stderr.read_text()
         return Run(cmd, self.proc.pid, self.proc.returncode, stdout, stderr + killed, seconds)
 

@@ -58,6 +58,7 @@ from pathlib import Path
 import pytest
 
 from bionemo.example_model.bridges.registry import SKIP_ENV
+from support.processes import LAUNCHER_ENV
 
 SCRIPT = Path(__file__).with_name("bridge_scenarios.py")
 OK = "SCENARIO_OK"
@@ -73,7 +74,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-_DROPPED_ENV = (SKIP_ENV, "RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
+_DROPPED_ENV = (SKIP_ENV, *LAUNCHER_ENV)
 
 
 def _env(skip: list[str] | None = None) -> dict[str, str]:
@@ -95,7 +96,8 @@ def _home(patch: str) -> str:
     from bionemo.example_model.bridges import torchvision_import
 
     homes = {name: fn.__module__ for patches in bridges.PATCH_SETS.values() for name, fn in patches.patches.items()}
-    return homes.get(patch, torchvision_import.__name__)
+    homes["torchvision_op_schemas"] = torchvision_import.__name__  # the import hook, not a registered patch
+    return homes[patch]
 
 
 def _upstream_fixed(patch: str, symptom: str, rc: int, output: str) -> str:
