@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bionemo.example_model.train import check_each_item_once
+from bionemo.example_model.results import check_each_item_once
 
 
 def test_every_item_of_the_split_once_passes():

@@ -17,6 +17,7 @@ __all__: Sequence[str] = (
     "CheckpointError",
     "check_checkpoint_fits",
     "check_initial_checkpoint",
+    "check_resumable",
     "check_is_checkpoint",
     "checkpoint_tensor_shapes",
     "final_checkpoint",
@@ -148,3 +149,28 @@ def check_initial_checkpoint(model: "nn.Module", path: str | Path, skip_prefixes
     """Both checks: `path` is a checkpoint, and it fits `model` outside `skip_prefixes`."""
     check_is_checkpoint(path)
     check_checkpoint_fits(model, path, skip_prefixes)
+
+
+def check_resumable(run_dir: Path, use_distributed_optimizer: bool) -> None:
+    """
+    Refuse, before anything is loaded or written, to resume `run_dir`'s last checkpoint with the other kind of
+    optimizer.
+
+    Megatron's distributed optimizer and its plain one save Adam's state under different keys and layouts; loading
+    one's checkpoint with the other fails deep inside the load (`KeyError: 'optimizer.state.exp_avg...'` or
+    `KeyError: 'pre_wd_mult'`). A distributed-optimizer run may resume on another number of ranks: its fully
+    reshardable checkpoint holds Adam's state per parameter.
+    """
+    from megatron.core import dist_checkpointing
+
+    ckpt = last_whole_checkpoint(run_dir / "checkpoints")
+    if ckpt is None:
+        return
+    metadata = dist_checkpointing.load_content_metadata(str(ckpt / "weights")) or {}
+    saved_distributed = "distrib_optim_sharding_type" in metadata
+    if saved_distributed != use_distributed_optimizer:
+        saved, asked = ("with", "without") if saved_distributed else ("without", "with")
+        raise ExampleModelError(
+            f"{ckpt} was saved {saved} --use-distributed-optimizer and cannot be resumed {asked} it: run again "
+            f"{saved} --use-distributed-optimizer, or use a new --out"
+        )

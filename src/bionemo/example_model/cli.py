@@ -112,12 +112,14 @@ def _train_stage(args: argparse.Namespace, stage: runs.Stage, make_config: Calla
     if not plan.train:
         assert plan.checkpoint is not None
         return plan.checkpoint
-    from bionemo.example_model.train import check_resumable, train
+    from bionemo.example_model.checkpoints import check_resumable
+    from bionemo.example_model.train import train
 
     assert stage.steps is not None
     opts = _options(args, stage.steps)
     opts.check()  # before anything of the stage is written
-    check_resumable(opts, stage.stage_dir)  # before the record changes: a refused run leaves the folder as it was
+    # before the record changes: a refused run leaves the folder as it was
+    check_resumable(stage.stage_dir, opts.use_distributed_optimizer)
     stage.begin()
     ckpt = train(make_config(), opts, stage.stage_dir, stage.name)
     stage.finish(ckpt)

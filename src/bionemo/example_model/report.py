@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import torch
 
-from bionemo.example_model.train import Predictions
+from bionemo.example_model.results import Predictions
 
 __all__: Sequence[str] = ("plot_confusion_matrix", "plot_loss_curves", "write_json", "write_predictions_csv")
 

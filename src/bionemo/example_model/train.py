@@ -7,22 +7,21 @@ trainer.fit) without importing `nemo.collections.llm`, which drags in transforme
 
 import dataclasses
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from bionemo.example_model import install_bridges
+from bionemo.example_model.checkpoints import check_resumable
 from bionemo.example_model.config import ExampleGenericConfig
 from bionemo.example_model.data import PAD_IDX, MNISTDataModule
 from bionemo.example_model.errors import ExampleModelError
 from bionemo.example_model.options import TrainOptions, resolve_accelerator
+from bionemo.example_model.results import Predictions, check_each_item_once
 
 __all__: Sequence[str] = (
-    "Predictions",
     "TrainOptions",
-    "check_each_item_once",
     "fit",
     "predict",
     "resolve_accelerator",
@@ -135,7 +134,7 @@ def train(config: ExampleGenericConfig, opts: TrainOptions, run_dir: str | Path,
     opts.check()
     install_bridges(opts.resolved_accelerator())
     run_dir = Path(run_dir)
-    check_resumable(opts, run_dir)
+    check_resumable(run_dir, opts.use_distributed_optimizer)
     ckpt = make_checkpoint_callback(every_n_train_steps=min(opts.val_check_interval, opts.max_steps))
     trainer = _trainer(opts, [*opts.extra_callbacks, *_watchers(opts, name)], opts.max_steps)
     loggers = [ContinuousCSVLogger(save_dir=str(run_dir), name="csv")]
@@ -166,45 +165,6 @@ def _watchers(opts: TrainOptions, name: str) -> list:
     from bionemo.example_model.run_watch import ContinuousLogs, StopOnDivergence
 
     return [ContinuousLogs(), StopOnDivergence(name, opts.log_every_n_steps, opts.lr)]
-
-
-def check_resumable(opts: TrainOptions, run_dir: Path) -> None:
-    """
-    Refuse, before anything is loaded or written, to resume a checkpoint with the other kind of optimizer.
-
-    Megatron's distributed optimizer and its plain one save Adam's state under different keys and layouts; loading
-    one's checkpoint with the other fails deep inside the load (`KeyError: 'optimizer.state.exp_avg...'` or
-    `KeyError: 'pre_wd_mult'`). A distributed-optimizer run may resume on another number of ranks: its fully
-    reshardable checkpoint holds Adam's state per parameter.
-    """
-    from megatron.core import dist_checkpointing
-
-    from bionemo.example_model.checkpoints import last_whole_checkpoint
-
-    ckpt = last_whole_checkpoint(run_dir / "checkpoints")
-    if ckpt is None:
-        return
-    metadata = dist_checkpointing.load_content_metadata(str(ckpt / "weights")) or {}
-    saved_distributed = "distrib_optim_sharding_type" in metadata
-    if saved_distributed != opts.use_distributed_optimizer:
-        saved, asked = ("with", "without") if saved_distributed else ("without", "with")
-        raise ExampleModelError(
-            f"{ckpt} was saved {saved} --use-distributed-optimizer and cannot be resumed {asked} it: run again "
-            f"{saved} --use-distributed-optimizer, or use a new --out"
-        )
-
-
-@dataclass
-class Predictions:
-    """Every test item once, in dataset order: its index, true label and predicted digit."""
-
-    idx: torch.Tensor
-    label: torch.Tensor
-    prediction: torch.Tensor
-
-    @property
-    def accuracy(self) -> float:  # noqa: D102
-        return (self.label == self.prediction).float().mean().item()
 
 
 def predict(config: ExampleGenericConfig, opts: TrainOptions) -> Predictions:
@@ -242,21 +202,3 @@ def predict(config: ExampleGenericConfig, opts: TrainOptions) -> Predictions:
     )
     check_each_item_once(preds.idx, len(data.splits["test"]))
     return preds
-
-
-def check_each_item_once(idx: torch.Tensor, num_items: int) -> None:
-    """Raise unless the sorted indices `idx` are exactly 0 .. num_items - 1: no item missing, repeated or foreign."""
-    if not torch.equal(idx, torch.arange(num_items)):
-        raise RuntimeError(
-            f"predictions hold {len(idx)} indices, not each of the {num_items} test items exactly once; this is a bug"
-        )
-
-
-def is_global_rank_zero() -> bool:
-    """
-    True on the process that writes shared results: global rank 0 as Lightning knows it (set by the strategy; before
-    that, from the launcher's RANK / SLURM_PROCID / LOCAL_RANK). srun sets no RANK, so the environment alone is not
-    enough."""
-    from lightning.pytorch.utilities import rank_zero_only
-
-    return rank_zero_only.rank == 0
