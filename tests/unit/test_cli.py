@@ -121,3 +121,11 @@ def test_splitting_the_same_global_batch_otherwise_records_the_same_settings():
     """A resume may change ranks, microbatches and accumulation (a distributed-optimizer checkpoint reshards)."""
     split = TrainOptions(micro_batch_size=16, devices=2, accumulate_grad_batches=4, num_workers=2, log_every_n_steps=1)
     assert split.result_settings() == TrainOptions(micro_batch_size=128).result_settings()
+
+
+@pytest.mark.parametrize(("val_check_interval", "max_steps", "interval"), [(500, 2000, 500), (500, 300, 300)])
+def test_a_run_validates_and_checkpoints_every_interval_but_never_past_its_last_step(
+    val_check_interval, max_steps, interval
+):
+    options = TrainOptions(val_check_interval=val_check_interval, max_steps=max_steps)
+    assert options.checkpoint_interval == interval

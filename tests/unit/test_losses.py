@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from bionemo.example_model.losses import (
     ClassifierLossReduction,
+    CountsReducedSamples,
     MicrobatchLoss,
     MSELossReduction,
     MSEPlusClassifierLossReduction,
@@ -203,6 +204,18 @@ def test_a_microbatch_of_only_padding_changes_nothing(reduction_cls):
     assert torch.isfinite(loss) and float(loss) == 0.0  # nothing to learn from, and no NaN to back-propagate
     clean = reduction.reduce(records(reduction, batch, out, [6, 4]))
     assert_rel_close(reduction.reduce([*records(reduction, batch, out, [6, 4]), record]), clean)
+
+
+@pytest.mark.parametrize("reduction_cls", REDUCTIONS, ids=lambda c: c.__name__)
+def test_reduce_counts_the_real_samples_its_mean_is_over_for_the_logged_validation_weight(reduction_cls):
+    batch, out = make_batch(10, seed=8), output_for(reduction_cls, make_output(10, seed=8))
+    batch["idx"][7:] = -1  # the last 3 are evaluation padding
+    reduction = reduction_cls()
+    assert isinstance(reduction, CountsReducedSamples)
+    reduction.reduce(records(reduction, batch, out, [4, 6]))
+    assert float(reduction.reduced_num_samples) == 7
+    reduction.reduce([{"avg": torch.tensor(1.0)}])  # the original's records carry no count
+    assert reduction.reduced_num_samples is None
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ import lightning.pytorch as pl
 import torch
 from bionemo.core import BIONEMO_CACHE_DIR
 from bionemo.core.data.multi_epoch_dataset import (
-    EpochIndex,
     IdentityMultiEpochDatasetWrapper,
     MultiEpochDatasetResampler,
 )
@@ -124,13 +123,12 @@ class MnistEpochDataset(IdentityMultiEpochDatasetWrapper[MnistItem]):
 
     dataset: MnistSplit
 
-    def get_batch(self, epoch_index: list[EpochIndex] | tuple[Tensor, Tensor]) -> MnistItem:
-        """The batched equivalent of `[self[i] for i in epoch_index]`."""
-        if isinstance(epoch_index, tuple):
-            _, idx = epoch_index
-        else:
-            idx = torch.tensor([i.idx for i in epoch_index], dtype=torch.long)
-        return self.dataset.get_batch(idx)
+    def get_batch(self, epoch_index: tuple[Tensor, Tensor]) -> MnistItem:
+        """
+        The items at `(epochs, positions)`, stacked: equal to stacking `self[EpochIndex(e, i)]` for each pair (the
+        identity transform makes an item the same in every epoch, so only the positions are read)."""
+        _, positions = epoch_index
+        return self.dataset.get_batch(positions)
 
 
 class MnistResampler(MultiEpochDatasetResampler[MnistItem]):

@@ -8,25 +8,31 @@ data-parallel ranks). The second element is kept per microbatch and handed to `r
 Logged losses must be the loss of the *global* batch, identical on every rank: the reduced training loss is part of
 the checkpoint directory name, and ranks that disagree write shards into different directories. So each microbatch
 records its mean *and* its sample count, and `reduce()` forms the sample-weighted mean over all microbatches of all
-data-parallel ranks, which is right even when the last (validation/predict) microbatch is smaller.
+data-parallel ranks, which is right even when the last (validation/predict) microbatch is smaller. Such a reduction
+is a `CountsReducedSamples`: the module reads the count to weigh each validation step's loss by its real samples.
+
+Prediction has no loss: `PredictionReduction` passes the model output through, less the evaluation padding.
 """
 
-from typing import Generic, Sequence, TypedDict, TypeVar
+from typing import Any, Generic, Protocol, Sequence, TypedDict, TypeVar, runtime_checkable
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from bionemo.llm.lightning import PassthroughLossReduction
 from nemo.lightning.megatron_parallel import MegatronLossReduction
 from torch import Tensor
 
-from bionemo.example_model.data import MnistItem
+from bionemo.example_model.data import PAD_IDX, MnistItem
 from bionemo.example_model.model import ExampleFineTuneOutput, ExampleModelOutput
 
 __all__: Sequence[str] = (
     "ClassifierLossReduction",
+    "CountsReducedSamples",
     "MSELossReduction",
     "MSEPlusClassifierLossReduction",
     "MicrobatchLoss",
+    "PredictionReduction",
     "SameSizeLossDict",
 )
 
@@ -45,11 +51,21 @@ class MicrobatchLoss(SameSizeLossDict):
     num_samples: Tensor
 
 
+@runtime_checkable
+class CountsReducedSamples(Protocol):
+    """
+    A loss reduction whose `reduce()` records the number of real samples its mean is over (None where it could not
+    know: records without `num_samples`). Lightning would weigh every validation step alike when it averages them
+    over the epoch; with this count, a step with a smaller last microbatch weighs what it holds."""
+
+    reduced_num_samples: Tensor | None
+
+
 OutputT = TypeVar("OutputT", ExampleModelOutput, ExampleFineTuneOutput, Tensor)
 
 
 class _SampleMeanLossReduction(MegatronLossReduction, Generic[OutputT]):
-    """Shared mechanics: subclasses say only how a per-sample loss is computed."""
+    """Shared mechanics (a `CountsReducedSamples`): subclasses say only how a per-sample loss is computed."""
 
     def __init__(self, validation_step: bool = False, val_drop_last: bool = True) -> None:
         # bionemo-llm's BionemoLightningModule constructs validation reductions with `validation_step=True`.
@@ -138,3 +154,35 @@ class MSEPlusClassifierLossReduction(_SampleMeanLossReduction[ExampleFineTuneOut
 
     def per_sample_loss(self, batch: MnistItem, forward_out: ExampleFineTuneOutput) -> Tensor:  # noqa: D102
         return _reconstruction_loss(batch, forward_out) + _classification_loss(batch, forward_out)
+
+
+def _real_rows(batch: MnistItem, out: Any) -> Any:
+    """`out` without the rows of evaluation padding (items whose `idx` is `PAD_IDX`), in the same structure."""
+    keep = batch["idx"] != PAD_IDX
+    if bool(keep.all()):
+        return out
+    if isinstance(out, dict):
+        return {key: value[keep] for key, value in out.items()}
+    return out[keep]
+
+
+class PredictionReduction(PassthroughLossReduction):
+    """
+    Predict-time "loss": the model output passed through (as bionemo-llm's passthrough does), less the padding that
+    completes the last global batch; with `with_index`, a dict that adds each item's `idx` and `label`, so shares
+    predicted on several ranks can be put back in dataset order."""
+
+    def __init__(self, with_index: bool = False) -> None:
+        super().__init__()
+        self.with_index = with_index
+
+    def forward(self, batch: MnistItem, forward_out: Any) -> tuple[Tensor, Any]:  # noqa: D102
+        if self.with_index:
+            out = forward_out if isinstance(forward_out, dict) else {"digit_logits": forward_out}
+            forward_out = {**out, "idx": batch["idx"], "label": batch["label"]}
+        detached = (
+            {key: value.detach() for key, value in forward_out.items()}
+            if isinstance(forward_out, dict)
+            else forward_out.detach()
+        )
+        return torch.zeros((1, 1)), _real_rows(batch, detached)

@@ -9,50 +9,17 @@ optimizer); the main job passes its own learning rate and optimizer layout as ke
 from typing import Any, Sequence
 
 import lightning.pytorch as pl
-import torch
-from bionemo.llm.lightning import LightningPassthroughPredictionMixin, PassthroughLossReduction
+from bionemo.llm.lightning import LightningPassthroughPredictionMixin
 from bionemo.llm.model.config import MegatronBioNeMoTrainableModelConfig
 from megatron.core.optimizer import OptimizerConfig
 from nemo.lightning import io
 from nemo.lightning.megatron_parallel import MegatronLossReduction
 from nemo.lightning.pytorch.optim import MegatronOptimizerModule
-from torch import Tensor
 
 from bionemo.example_model.data import MnistItem
+from bionemo.example_model.losses import CountsReducedSamples, PredictionReduction
 
-__all__: Sequence[str] = ("BionemoLightningModule", "IndexedPredictionModule", "PredictionReduction")
-
-
-def _real_rows(batch: MnistItem, out: Any) -> Any:
-    """`out` without the rows of evaluation padding (items whose `idx` is -1), in the same structure."""
-    keep = batch["idx"] >= 0
-    if bool(keep.all()):
-        return out
-    if isinstance(out, dict):
-        return {key: value[keep] for key, value in out.items()}
-    return out[keep]
-
-
-class PredictionReduction(PassthroughLossReduction):
-    """
-    Predict-time "loss": the model output passed through (as bionemo-llm's passthrough does), less the padding that
-    completes the last global batch; with `with_index`, a dict that adds each item's `idx` and `label`, so shares
-    predicted on several ranks can be put back in dataset order."""
-
-    def __init__(self, with_index: bool = False) -> None:
-        super().__init__()
-        self.with_index = with_index
-
-    def forward(self, batch: MnistItem, forward_out: Any) -> tuple[Tensor, Any]:  # noqa: D102
-        if self.with_index:
-            out = forward_out if isinstance(forward_out, dict) else {"digit_logits": forward_out}
-            forward_out = {**out, "idx": batch["idx"], "label": batch["label"]}
-        detached = (
-            {key: value.detach() for key, value in forward_out.items()}
-            if isinstance(forward_out, dict)
-            else forward_out.detach()
-        )
-        return torch.zeros((1, 1)), _real_rows(batch, detached)
+__all__: Sequence[str] = ("BionemoLightningModule", "IndexedPredictionModule")
 
 
 class BionemoLightningModule(pl.LightningModule, io.IOMixin, LightningPassthroughPredictionMixin):
@@ -77,6 +44,7 @@ class BionemoLightningModule(pl.LightningModule, io.IOMixin, LightningPassthroug
         super().__init__()
         self.config = config
         self.vp_stage = None  # no virtual pipeline; NeMo reads it
+        self._validation_reduction: MegatronLossReduction | None = None  # the current validation step's, for log()
         self.optim = MegatronOptimizerModule(
             config=OptimizerConfig(
                 optimizer="adam",
@@ -134,7 +102,7 @@ class BionemoLightningModule(pl.LightningModule, io.IOMixin, LightningPassthroug
         return self.loss_reduction_class()()
 
     def validation_loss_reduction(self) -> MegatronLossReduction:  # noqa: D102
-        # NeMo builds one per validation step and calls its reduce(); keep it to read the step's sample count.
+        # NeMo builds one per validation step and calls its reduce(); log() reads its sample count back.
         self._validation_reduction = self.loss_reduction_class()()
         return self._validation_reduction
 
@@ -145,10 +113,10 @@ class BionemoLightningModule(pl.LightningModule, io.IOMixin, LightningPassthroug
         return PredictionReduction()
 
     def log(self, name: str, value, *args, batch_size: int | None = None, **kwargs) -> None:  # noqa: D102
-        reduction = getattr(self, "_validation_reduction", None)
-        counted = getattr(reduction, "reduced_num_samples", None)  # None: not one of the example's reductions
-        if name == "val_loss" and batch_size is None and counted is not None:
-            batch_size = int(counted)
+        reduction = self._validation_reduction
+        if name == "val_loss" and batch_size is None and isinstance(reduction, CountsReducedSamples):
+            counted = reduction.reduced_num_samples
+            batch_size = int(counted) if counted is not None else None
         super().log(name, value, *args, batch_size=batch_size, **kwargs)
 
 

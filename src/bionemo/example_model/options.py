@@ -126,6 +126,11 @@ class TrainOptions:
         """Samples per optimizer step over all data-parallel ranks (devices on each of num_nodes machines)."""
         return self.micro_batch_size * self.devices * self.num_nodes * self.accumulate_grad_batches
 
+    @property
+    def checkpoint_interval(self) -> int:
+        """Steps between validations and checkpoints: `val_check_interval`, but never past the run's last step."""
+        return min(self.val_check_interval, self.max_steps)
+
     def result_settings(self) -> dict[str, Any]:
         """
         What a stage records to refuse a rerun that would not continue it: the global batch's size (how it is split

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from bionemo.example_model.results import Predictions
@@ -59,7 +60,7 @@ def plot_confusion_matrix(preds: Predictions, path: Path) -> None:
     cm = confusion_matrix(preds).numpy()
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     im = ax.imshow(cm, cmap="Blues")
-    for (i, j), count in __import__("numpy").ndenumerate(cm):
+    for (i, j), count in np.ndenumerate(cm):
         ax.text(
             j, i, str(count), ha="center", va="center", fontsize=7, color="white" if count > cm.max() / 2 else "black"
         )

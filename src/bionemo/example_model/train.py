@@ -31,8 +31,8 @@ __all__: Sequence[str] = (
 logger = logging.getLogger("bionemo.example_model")
 
 
-def _trainer(opts: TrainOptions, callbacks: list, max_steps: int):
-    """A NeMo trainer with MegatronStrategy (data parallel only: the model is tiny)."""
+def _trainer(opts: TrainOptions, watchers: Sequence = ()):
+    """A NeMo trainer with MegatronStrategy (data parallel only: the model is tiny); opts' callbacks, then watchers."""
     from megatron.core.distributed import DistributedDataParallelConfig
     from nemo import lightning as nl
 
@@ -55,12 +55,12 @@ def _trainer(opts: TrainOptions, callbacks: list, max_steps: int):
         devices=opts.devices,
         num_nodes=opts.num_nodes,
         strategy=strategy,
-        max_steps=max_steps,
-        val_check_interval=min(opts.val_check_interval, max_steps),
+        max_steps=opts.max_steps,
+        val_check_interval=opts.checkpoint_interval,
         limit_val_batches=opts.limit_val_batches,
         num_sanity_val_steps=0,
         log_every_n_steps=opts.log_every_n_steps,
-        callbacks=[*callbacks, _progress_printer(opts.log_every_n_steps)],
+        callbacks=[*opts.extra_callbacks, *watchers, _progress_printer(opts.log_every_n_steps)],
         plugins=nl.MegatronMixedPrecision(precision=opts.precision),
         use_distributed_sampler=False,  # MegatronDataSampler shards the data
         enable_model_summary=False,
@@ -135,8 +135,8 @@ def train(config: ExampleGenericConfig, opts: TrainOptions, run_dir: str | Path,
     install_bridges(opts.resolved_accelerator())
     run_dir = Path(run_dir)
     check_resumable(run_dir, opts.use_distributed_optimizer)
-    ckpt = make_checkpoint_callback(every_n_train_steps=min(opts.val_check_interval, opts.max_steps))
-    trainer = _trainer(opts, [*opts.extra_callbacks, *_watchers(opts, name)], opts.max_steps)
+    ckpt = make_checkpoint_callback(every_n_train_steps=opts.checkpoint_interval)
+    trainer = _trainer(opts, _watchers(opts, name))
     loggers = [ContinuousCSVLogger(save_dir=str(run_dir), name="csv")]
     tensorboard = None
     try:
@@ -185,7 +185,7 @@ def predict(config: ExampleGenericConfig, opts: TrainOptions) -> Predictions:
             "pass a finetuned checkpoint and skip nothing"
         )
     install_bridges(opts.resolved_accelerator())
-    trainer = _trainer(opts, [*opts.extra_callbacks], max_steps=1)
+    trainer = _trainer(opts)
     module = _module(config, opts, IndexedPredictionModule)
     data = _data(opts)
     data.data_sampler.output_log = False  # NeMo's sampler would self.log() in predict, which Lightning forbids
