@@ -6,6 +6,7 @@ uv is used when installed (about 10 s warm instead of about 60 s).
 """
 
 import os
+import tomllib
 from pathlib import Path
 
 import nox
@@ -17,7 +18,9 @@ ROOT = Path(__file__).parent
 REQ = ROOT / "requirements"
 # Where this machine kind keeps the CPU torch wheel (pip reads it from pip.conf; uv must be told).
 TORCH_FIND_LINKS = os.environ.get("TORCH_FIND_LINKS", "/opt/wheels")
-TEST_DEPS = ["pytest>=8", "hypothesis>=6", "pytest-benchmark>=4", "pytest-timeout", "py-spy"]
+# pyproject's `test` extra, kept in one place; py-spy to read the stacks of a hung rank (`py-spy dump --pid`).
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+TEST_DEPS = [*PROJECT["optional-dependencies"]["test"], "py-spy"]
 
 
 def install_stack(session: nox.Session, *extra: str) -> None:

@@ -39,6 +39,8 @@ import bionemo.example_model  # noqa: E402, F401  (first: before lightning/torch
 
 
 def _summary(mode: str, args, ends: list[float]) -> dict:
+    import torch  # loaded by the run already: read its thread count
+
     gaps = [(b - a) * 1e3 for a, b in zip(ends, ends[1:])]
     used = gaps[args.warmup :]
     if mode == "megatron":
@@ -52,7 +54,7 @@ def _summary(mode: str, args, ends: list[float]) -> dict:
         "devices": args.devices,
         "steps": args.steps,
         "warmup": args.warmup,
-        "torch_threads": __import__("torch").get_num_threads(),
+        "torch_threads": torch.get_num_threads(),
         "median_ms": statistics.median(used),
         "p25_ms": statistics.quantiles(used, n=4)[0] if len(used) > 1 else used[0],
         "mean_ms": statistics.fmean(used),
