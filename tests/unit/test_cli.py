@@ -123,8 +123,10 @@ def test_splitting_the_same_global_batch_otherwise_records_the_same_settings():
     assert split.result_settings() == TrainOptions(micro_batch_size=128).result_settings()
 
 
-@pytest.mark.parametrize(("val_check_interval", "max_steps", "interval"), [(500, 2000, 500), (500, 300, 300)])
-def test_a_run_validates_and_checkpoints_every_interval_but_never_past_its_last_step(
+@pytest.mark.parametrize(
+    ("val_check_interval", "max_steps", "interval"), [(500, 2000, 500), (500, 500, 500), (500, 300, 300)]
+)
+def test_the_checkpoint_interval_is_val_check_interval_but_never_past_max_steps(
     val_check_interval, max_steps, interval
 ):
     options = TrainOptions(val_check_interval=val_check_interval, max_steps=max_steps)

@@ -55,8 +55,8 @@ class MicrobatchLoss(SameSizeLossDict):
 class CountsReducedSamples(Protocol):
     """
     A loss reduction whose `reduce()` records the number of real samples its mean is over (None where it could not
-    know: records without `num_samples`). Lightning would weigh every validation step alike when it averages them
-    over the epoch; with this count, a step with a smaller last microbatch weighs what it holds."""
+    know: records without `num_samples`). Left to itself, Lightning weighs each validation step by an unrelated size
+    when it averages them over the epoch (see `BionemoLightningModule`); with this count, each weighs what it holds."""
 
     reduced_num_samples: Tensor | None
 
@@ -81,7 +81,7 @@ class _SampleMeanLossReduction(MegatronLossReduction, Generic[OutputT]):
     def forward(self, batch: MnistItem, forward_out: OutputT) -> tuple[Tensor, MicrobatchLoss]:
         """Mean loss of this microbatch (to back-propagate) and its record for `reduce()`."""
         losses = self.per_sample_loss(batch, forward_out).float()
-        valid = (batch["idx"] >= 0).to(losses.dtype)  # evaluation padding (idx -1) weighs nothing
+        valid = (batch["idx"] != PAD_IDX).to(losses.dtype)  # evaluation padding weighs nothing
         count = valid.sum()
         loss = torch.where(valid.bool(), losses, 0.0).sum() / count.clamp(min=1)
         # clone: Megatron divides the returned loss by the number of microbatches in place, and a detached view
