@@ -46,6 +46,12 @@ __all__: Sequence[str] = (
 PAD_IDX = -1
 """`idx` of the padding items that complete the last global batch of an evaluation loader."""
 
+
+def is_real(idx: Tensor) -> Tensor:
+    """True where `idx` names a real item, False for evaluation padding: the one test all padding consumers use."""
+    return idx != PAD_IDX
+
+
 SPLIT_SEED = 42
 """The original example's `random_split` seed; its training shuffle seed is SPLIT_SEED + 2."""
 

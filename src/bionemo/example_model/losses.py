@@ -23,7 +23,7 @@ from bionemo.llm.lightning import PassthroughLossReduction
 from nemo.lightning.megatron_parallel import MegatronLossReduction
 from torch import Tensor
 
-from bionemo.example_model.data import PAD_IDX, MnistItem
+from bionemo.example_model.data import MnistItem, is_real
 from bionemo.example_model.model import ExampleFineTuneOutput, ExampleModelOutput
 
 __all__: Sequence[str] = (
@@ -81,7 +81,7 @@ class _SampleMeanLossReduction(MegatronLossReduction, Generic[OutputT]):
     def forward(self, batch: MnistItem, forward_out: OutputT) -> tuple[Tensor, MicrobatchLoss]:
         """Mean loss of this microbatch (to back-propagate) and its record for `reduce()`."""
         losses = self.per_sample_loss(batch, forward_out).float()
-        valid = (batch["idx"] != PAD_IDX).to(losses.dtype)  # evaluation padding weighs nothing
+        valid = is_real(batch["idx"]).to(losses.dtype)  # evaluation padding weighs nothing
         count = valid.sum()
         loss = torch.where(valid.bool(), losses, 0.0).sum() / count.clamp(min=1)
         # clone: Megatron divides the returned loss by the number of microbatches in place, and a detached view
@@ -157,8 +157,8 @@ class MSEPlusClassifierLossReduction(_SampleMeanLossReduction[ExampleFineTuneOut
 
 
 def _real_rows(batch: MnistItem, out: Any) -> Any:
-    """`out` without the rows of evaluation padding (items whose `idx` is `PAD_IDX`), in the same structure."""
-    keep = batch["idx"] != PAD_IDX
+    """`out` without the rows of evaluation padding (see `is_real`), in the same structure."""
+    keep = is_real(batch["idx"])
     if bool(keep.all()):
         return out
     if isinstance(out, dict):

@@ -15,7 +15,7 @@ import torch
 from bionemo.example_model import install_bridges
 from bionemo.example_model.checkpoints import check_resumable
 from bionemo.example_model.config import ExampleGenericConfig
-from bionemo.example_model.data import PAD_IDX, MNISTDataModule
+from bionemo.example_model.data import MNISTDataModule, is_real
 from bionemo.example_model.errors import ExampleModelError
 from bionemo.example_model.options import TrainOptions, resolve_accelerator
 from bionemo.example_model.results import Predictions, check_each_item_once
@@ -195,7 +195,7 @@ def predict(config: ExampleGenericConfig, opts: TrainOptions) -> Predictions:
         shards: list = [None] * torch.distributed.get_world_size()
         torch.distributed.all_gather_object(shards, local)
         local = {key: torch.cat([s[key] for s in shards]) for key in local}
-    keep = local["idx"] != PAD_IDX
+    keep = is_real(local["idx"])
     idx, order = local["idx"][keep].sort()
     preds = Predictions(
         idx=idx, label=local["label"][keep][order], prediction=local["digit_logits"][keep][order].argmax(dim=1)
