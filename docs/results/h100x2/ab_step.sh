@@ -3,9 +3,10 @@
 # Runs benchmarks/step_runner.py (megatron, batch 128 per rank, the benchmark's 100 steps / 20 warm-up) for two
 # source trees in turn on ONE warm machine, so both see the same GPUs, host and NCCL:
 #   bash docs/results/h100x2/ab_step.sh OLD_TREE ROUNDS DEVICES
-# OLD_TREE: `git archive <commit> src benchmarks | tar -x -C OLD_TREE` (untracked, not ignored: it travels) (its src/ shadows the installed package);
-# "new" is this checkout, installed from wheelhouse/ by matrix.sh's install. Each round runs new then old, and
-# the next round old then new, so a drift of the machine over time favours neither. Writes $OUT/ab-*.json.
+# OLD_TREE: `git archive <commit> src benchmarks | tar -x -C OLD_TREE`, inside the checkout so that it travels to the
+# device (untracked, not ignored); its src/ shadows the installed package. "new" is this checkout, installed from
+# wheelhouse/ as matrix.sh installs it. Each round runs new then old, and the next round old then new, so a drift of
+# the machine over time favours neither. Writes $OUT/ab-*.json.
 set -uo pipefail
 OLD=$(cd "$1" && pwd); ROUNDS=${2:-3}; DEVICES=${3:-2}
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 PYTHONDONTWRITEBYTECODE=1
