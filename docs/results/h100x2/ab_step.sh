@@ -4,29 +4,32 @@
 # source trees in turn on ONE warm machine, so both see the same GPUs, host and NCCL:
 #   bash docs/results/h100x2/ab_step.sh OLD_TREE ROUNDS DEVICES
 # OLD_TREE: `git archive <commit> src benchmarks | tar -x -C OLD_TREE`, inside the checkout so that it travels to the
-# device (untracked, not ignored); its src/ shadows the installed package. "new" is this checkout, installed from
-# wheelhouse/ as matrix.sh installs it. Each round runs new then old, and the next round old then new, so a drift of
-# the machine over time favours neither. Writes $OUT/ab-*.json.
+# device (untracked, not ignored). Each side's src/ is put before the dependencies installed from wheelhouse/ (as
+# matrix.sh installs them), so each side runs its own package and its own runner; "new" is this checkout. Each round
+# runs new then old, and the next round old then new, so a drift of the machine over time favours neither. Writes
+# $OUT/ab-*.json.
 set -uo pipefail
-OLD=$(cd "$1" && pwd); ROUNDS=${2:-3}; DEVICES=${3:-2}
+: "${OUT:?set OUT to the folder for the results}"
+OLD=$(cd "$1" && pwd) || exit 1; ROUNDS=${2:-3}; DEVICES=${3:-2}
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 PYTHONDONTWRITEBYTECODE=1
 T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 if [[ ! -x /tmp/site/bin/bionemo-mnist ]]; then
   bash tools/install_wheelhouse.sh wheelhouse/ > /tmp/install.log 2>&1 || { tail -20 /tmp/install.log; exit 1; }
+else
+  echo "/tmp/site kept from an earlier call"
 fi
 nvidia-smi -L
 el installed
-PYTHONPATH=/tmp/site python3 -c "from bionemo.example_model.mnist_files import ensure_mnist as e; e('/tmp/mnist', allow_download=False)"
+PYTHONPATH=/tmp/site python3 -c "from bionemo.example_model.mnist_files import ensure_mnist as e; e('/tmp/mnist', allow_download=False)" || exit 1
 one() {  # one TREE NAME: a step_runner run of TREE's package and runner
-  local tree=$1 name=$2 src=/tmp/site
-  [[ $tree == "$OLD" ]] && src=$OLD/src:/tmp/site
-  PYTHONPATH=$src python3 "$tree/benchmarks/step_runner.py" megatron --batch 128 --steps 100 --warmup 20 \
+  local tree=$1 name=$2
+  PYTHONPATH=$tree/src:/tmp/site python3 "$tree/benchmarks/step_runner.py" megatron --batch 128 --steps 100 --warmup 20 \
     --accelerator gpu --devices "$DEVICES" --data-dir /tmp/mnist --out "$OUT/ab-$name.json" \
     --run-dir "/tmp/ab-run-$name" > "/tmp/ab-$name.log" 2>&1 || { tail -30 "/tmp/ab-$name.log"; return 1; }
   el "$name: $(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(*(f'{k}={r[k]:.2f}' for k in ('median_ms','p25_ms','min_ms')))" "$OUT/ab-$name.json")"
 }
-for src in /tmp/site "$OLD/src:/tmp/site"; do  # which package each side imports
-  PYTHONPATH=$src python3 -c "import bionemo.example_model as m; print(m.__file__)"
+for tree in "$PWD" "$OLD"; do  # which package each side imports
+  PYTHONPATH=$tree/src:/tmp/site python3 -c "import bionemo.example_model as m; print(m.__file__)"
 done
 for ((i = 1; i <= ROUNDS; i++)); do
   if ((i % 2)); then one "$PWD" "new-d$DEVICES-$i"; one "$OLD" "old-d$DEVICES-$i"
