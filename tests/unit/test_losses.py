@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from bionemo.example_model.data import PAD_IDX
 from bionemo.example_model.losses import (
     ClassifierLossReduction,
     CountsReducedSamples,
@@ -153,14 +154,14 @@ def test_reduce_of_no_microbatches_raises_value_error(reduction_cls):
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Evaluation padding (idx == -1)
+# Evaluation padding (idx == PAD_IDX)
 
 
 def with_padding(batch: dict, out: dict, positions: list[int], seed: int) -> tuple[dict, dict]:
-    """`batch`/`out` with padding rows (idx -1, arbitrary finite pixels, labels, outputs) inserted at `positions`."""
+    """`batch`/`out` with padding rows (`PAD_IDX`; arbitrary finite pixels, labels, outputs) at `positions`."""
     n_pad = len(positions)
     pad_batch, pad_out = make_batch(n_pad, seed + 17), make_output(n_pad, seed + 17)
-    pad_batch["idx"] = torch.full((n_pad,), -1, dtype=torch.int64)
+    pad_batch["idx"] = torch.full((n_pad,), PAD_IDX, dtype=torch.int64)
     pad_out = {k: v * 100 for k, v in pad_out.items()}  # large losses: any weight on them would show
     rows_b = {k: list(v) for k, v in batch.items()}
     rows_o = {k: list(v) for k, v in out.items()}
@@ -197,7 +198,7 @@ def test_padding_items_get_zero_weight(reduction_cls, data, seed):
 def test_a_microbatch_of_only_padding_changes_nothing(reduction_cls):
     batch, out = make_batch(10, seed=5), output_for(reduction_cls, make_output(10, seed=5))
     pad_batch, pad_out = make_batch(4, seed=6), output_for(reduction_cls, make_output(4, seed=6))
-    pad_batch["idx"][:] = -1
+    pad_batch["idx"][:] = PAD_IDX
     reduction = reduction_cls()
     loss, record = reduction.forward(pad_batch, pad_out)
     assert float(record["num_samples"]) == 0
@@ -209,7 +210,7 @@ def test_a_microbatch_of_only_padding_changes_nothing(reduction_cls):
 @pytest.mark.parametrize("reduction_cls", REDUCTIONS, ids=lambda c: c.__name__)
 def test_reduce_counts_the_real_samples_its_mean_is_over_for_the_logged_validation_weight(reduction_cls):
     batch, out = make_batch(10, seed=8), output_for(reduction_cls, make_output(10, seed=8))
-    batch["idx"][7:] = -1  # the last 3 are evaluation padding
+    batch["idx"][7:] = PAD_IDX  # the last 3 are evaluation padding
     reduction = reduction_cls()
     assert isinstance(reduction, CountsReducedSamples)
     reduction.reduce(records(reduction, batch, out, [4, 6]))
