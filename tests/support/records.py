@@ -16,10 +16,10 @@ if TYPE_CHECKING:
 # A resumed run is meant to be bit-identical to the uninterrupted run, and mostly is. But now and then a resumed
 # process rounds one step differently, some steps after the resume (in one CI run: the loss at step 15 of a 10 -> 20
 # resume, one float32 ulp off; on 2 x H100, one distributed-optimizer resume in six), and ends up to 1.9e-6 away. Where
-# it was caught on CPU, one OpenMP thread's MKL square root in Adam ran at reduced accuracy; why is not known (README,
-# issue 14). So the `bitwise` tests, which state the property, run in their own session (`nox -s bitwise`), and the
-# other resume tests check up to that rounding: 1e-5 is 5x the largest such drift seen and 1/100 of one Adam step (lr
-# 1e-3), so a resume that restarts Adam's moments or step, or skips or repeats samples, still fails.
+# it was caught on CPU, one OpenMP thread's square root in Adam matched MKL's reduced-accuracy one; why is not known
+# (README, issue 14). So the `bitwise` tests, which state the property, run in their own session (`nox -s bitwise`),
+# and the other resume tests check up to that rounding: 1e-5 is 5x the largest such drift seen and 1/100 of one Adam
+# step (lr 1e-3), so a resume that restarts Adam's moments or step, or skips or repeats samples, still fails.
 RESUME_RTOL, RESUME_ATOL = 1e-5, 1e-5
 
 
