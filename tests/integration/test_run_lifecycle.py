@@ -10,6 +10,7 @@ every 2); most go through run_stage.py so that every step gets a CSV row and a p
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import time
@@ -22,14 +23,14 @@ from run_stage import DIED_IN_SAVE
 from bionemo.example_model.checkpoints import is_checkpoint
 from bionemo.example_model.mnist_files import raw_dir
 from support.cli_args import MICRO_BATCH_SIZE, run_stage_cli, stage_args
-from support.processes import assert_one_line_error, bionemo_mnist, run, session_members, start
+from support.processes import assert_one_line_error, bionemo_mnist, run, run_in_terminal, session_members, start
 from support.records import (
     file_hashes,
     last_checkpoint,
     metric_by_step,
     printed_checkpoint,
-    printed_global_steps,
     printed_progress,
+    printed_steps_trained,
     read_csv_rows,
 )
 
@@ -92,7 +93,7 @@ def test_the_first_pipeline_run_succeeds(reruns):
 def test_rerunning_a_finished_pipeline_exits_0_trains_nothing_and_reports_the_same_summary(reruns):
     first, again = reruns["first"][0], reruns["again"][0]
     assert again.returncode == 0, again.describe()
-    assert printed_global_steps(again.stdout) == []  # no stage trained
+    assert printed_steps_trained(again.stdout) == []  # no stage trained
     result_line = [line for line in first.stdout.splitlines() if line.startswith('{"test_accuracy"')]
     assert result_line and result_line[0] in again.stdout.splitlines(), again.describe()
     assert reruns["again_summary"] == reruns["first_summary"]
@@ -121,7 +122,7 @@ def test_more_pretrain_steps_extend_pretrain_and_retrain_finetune_on_the_new_tru
     result, _, _ = reruns["more_pretrain_steps"]
     assert result.returncode == 0, result.describe()
     # Pretrain continues at step 4; finetune starts over (its old checkpoint was built on the old trunk).
-    assert printed_global_steps(result.stdout) == [STEPS, STEPS + 1, *range(STEPS)], result.describe()
+    assert printed_steps_trained(result.stdout) == [STEPS, STEPS + 1, *range(STEPS)], result.describe()
     out = reruns["out"]
     summary = json.loads((out / "summary.json").read_text())
     new_pretrain = printed_checkpoint(result.stdout, "pretrain")
@@ -176,7 +177,7 @@ def test_a_kill_during_the_first_checkpoint_save_is_set_aside_and_the_rerun_star
     assert rerun.returncode == 0, rerun.describe()
     said = [line for line in rerun.stdout.splitlines() if "interrupted" in line]
     assert len(said) == 1 and "set aside" in said[0] and "starting fresh" in said[0], rerun.describe()
-    assert printed_global_steps(rerun.stdout) == list(range(STEPS))
+    assert printed_steps_trained(rerun.stdout) == list(range(STEPS))
     kept = out / "pretrain" / "checkpoints-unfinished"
     assert sorted(p.name for p in kept.iterdir()) == torn  # kept whole, not deleted
     assert is_checkpoint(printed_checkpoint(rerun.stdout, "pretrain"))
@@ -194,7 +195,7 @@ def test_a_second_run_into_an_out_in_use_is_one_error_line_naming_the_holder_and
     long_run = [*bionemo_mnist(), *stage_args("pretrain", out, mnist_root, "--steps", "500")]
     first = start(long_run, tmp_path / "first.out")
     try:
-        first.wait_for_output("| global_step:")  # training (a progress line every 50 steps), so holding the --out
+        first.wait_for_output("pretrain step ")  # training (a progress line every 50 steps), so holding the --out
         second = run(long_run)
     finally:
         first_result = first.finish()
@@ -262,7 +263,7 @@ def test_stopping_a_two_rank_run_stops_every_rank_within_30_s(tmp_path, mnist_ro
     cmd = [*run_stage_cli(), *stage_args("pretrain", out, mnist_root, "--devices", "2", "--steps", "100000")]
     job = start(cmd, tmp_path / "run.out", env={"BIONEMO_TEST_PID_DIR": str(pids), **PER_STEP_LOGS})
     try:
-        job.wait_for_output("| global_step: 5 |")
+        job.wait_for_output("pretrain step 6/")
         assert len(list(pids.glob("process-*.json"))) == 2
         stop(job.proc.pid)
         deadline = time.monotonic() + 30
@@ -338,6 +339,21 @@ def test_the_progress_line_prints_the_exact_number_of_samples_consumed_so_far(tm
     result = run(pretrain_cmd(tmp_path / "out", mnist_root, 8), env={"BIONEMO_TEST_LOG_EVERY_N_STEPS": "4"})
     assert result.returncode == 0, result.describe()
     lines = printed_progress(result.stdout)
-    assert [line["global_step"] for line in lines] == [3, 7], result.stdout[-3000:]
+    assert [line["step"] for line in lines] == [4, 8], result.stdout[-3000:]
     global_batch = MICRO_BATCH_SIZE  # one rank, no accumulation
     assert [line["consumed_samples"] for line in lines] == [4 * global_batch, 8 * global_batch]
+
+
+def test_on_a_terminal_the_progress_is_a_bar_with_eta_and_the_exact_counts(tmp_path, mnist_root):
+    """The same run on a terminal: Lightning's bar, redrawn in place every 4 steps, and no plain progress line."""
+    result = run_in_terminal(
+        pretrain_cmd(tmp_path / "out", mnist_root, 8), env={"BIONEMO_TEST_LOG_EVERY_N_STEPS": "4"}
+    )
+    assert result.returncode == 0, result.describe()
+    draws = [draw for draw in re.split(r"[\r\n]+", result.stdout) if draw.startswith("pretrain: ")]
+    at = {step: [d for d in draws if f"| {step}/8 [" in d] for step in (4, 8)}
+    assert at[4] and at[8], draws
+    assert f"consumed_samples={4 * MICRO_BATCH_SIZE}," in at[4][-1], at[4]
+    assert f"consumed_samples={8 * MICRO_BATCH_SIZE}," in at[8][-1] and "100%" in at[8][-1], at[8]
+    assert re.search(r"\[\d+:\d+<\d+:\d+, loss=[-+.\deE]+,", at[4][-1]), at[4]  # elapsed < ETA, then the loss
+    assert printed_progress(result.stdout) == []

@@ -36,7 +36,7 @@ from support.records import (
     last_checkpoint,
     metric_by_step,
     printed_checkpoint,
-    printed_global_steps,
+    printed_steps_trained,
     restored_checkpoint,
     this_cpu,
 )
@@ -192,7 +192,7 @@ def assert_same_losses(run_dir: Path, uninterrupted: Path, steps: range) -> None
 def test_rerun_with_the_same_out_resumes_at_the_step_after_the_last_checkpoint(resumed_runs, split, segments):
     case = resumed_runs(split, segments)
     runs, run_dir = case.runs, case.run_dir
-    assert printed_global_steps(runs[0].stdout) == list(range(segments[0])), runs[0].describe()
+    assert printed_steps_trained(runs[0].stdout) == list(range(segments[0])), runs[0].describe()
     for previous, resumed, previous_end, end in zip(runs, runs[1:], segments, segments[1:]):
         # The run before reported the checkpoint of its last step...
         reported = printed_checkpoint(previous.stdout, "pretrain")
@@ -201,7 +201,7 @@ def test_rerun_with_the_same_out_resumes_at_the_step_after_the_last_checkpoint(r
         # ...the resumed run restored exactly that one (Lightning loads from its weights/ folder)...
         assert restored_checkpoint(resumed) == reported
         # ...and trained exactly the steps after it: none repeated, none skipped.
-        assert printed_global_steps(resumed.stdout) == list(range(previous_end, end)), resumed.describe()
+        assert printed_steps_trained(resumed.stdout) == list(range(previous_end, end)), resumed.describe()
     final = printed_checkpoint(runs[-1].stdout, "pretrain")
     assert final == last_checkpoint(run_dir)
     assert checkpoint_common(final)["global_step"] == PRETRAIN_STEPS
@@ -307,7 +307,7 @@ def test_a_run_killed_mid_save_keeps_its_previous_checkpoint_and_resumes_from_it
     # The same command resumes from that checkpoint, trains the steps after it, and ends where the run would have.
     resumed = succeeded(case.resumed)
     assert restored_checkpoint(resumed) == case.previous
-    assert printed_global_steps(resumed.stdout) == list(range(VAL_CHECK_INTERVAL, PRETRAIN_STEPS))
+    assert printed_steps_trained(resumed.stdout) == list(range(VAL_CHECK_INTERVAL, PRETRAIN_STEPS))
     assert_same_training_state(
         last_checkpoint(case.run_dir), last_checkpoint(split_runs(split)), rtol=RESUME_RTOL, atol=RESUME_ATOL
     )
@@ -342,7 +342,7 @@ def test_a_distributed_optimizer_run_resumed_on_fewer_ranks_continues_from_its_a
     resumed = succeeded(run([*run_stage_cli(), *args], env=PER_STEP_LOGS))
 
     assert f"step={10 - 1}-" in restored_checkpoint(resumed).name
-    assert printed_global_steps(resumed.stdout) == list(range(10, PRETRAIN_STEPS))
+    assert printed_steps_trained(resumed.stdout) == list(range(10, PRETRAIN_STEPS))
     final, expected = last_checkpoint(tmp_path / "out" / "pretrain"), last_checkpoint(split_runs(two_ranks))
     assert adam_steps(final) == {PRETRAIN_STEPS}
     assert_same_training_state(final, expected, rtol=WEIGHT_RTOL, atol=WEIGHT_ATOL)

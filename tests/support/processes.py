@@ -174,3 +174,46 @@ def start(cmd: list[str], stdout: Path, *, env: dict[str, str] | None = None, cw
             cmd, env=_run_env(env), cwd=cwd, stdout=out, stderr=err, text=True, start_new_session=True
         )
     return Background(proc, stdout, stderr, time.monotonic())
+
+
+def run_in_terminal(cmd: list[str], *, env: dict[str, str] | None = None, timeout: float = RUN_TIMEOUT_S) -> Run:
+    """
+    `run` with stdout on a pseudo-terminal of 120 x 40, as a person's shell gives it (stderr still to a file): `stdout`
+    is what the terminal received, carriage returns and all."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    import threading
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    received: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: every process holding the terminal has closed it
+                return
+            if not data:
+                return
+            received.append(data)
+
+    with tempfile.TemporaryDirectory(prefix="tty-") as tmp:
+        stderr = Path(tmp) / "stderr"
+        with open(stderr, "w") as err:
+            proc = subprocess.Popen(
+                cmd, env=_run_env(env), stdin=subprocess.DEVNULL, stdout=slave, stderr=err, start_new_session=True
+            )
+        os.close(slave)
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        running = Background(proc, stderr, stderr, time.monotonic())
+        try:
+            result = running.finish(timeout)
+        finally:
+            reader.join(timeout=10)
+            os.close(master)
+    result.stdout = b"".join(received).decode(errors="replace")
+    return result

@@ -1,6 +1,6 @@
 """
-Reading what a run left behind: its CSV log, its printed lines, its checkpoints; and the one assertion that two
-checkpoints hold the same training state.
+Reading what a run left behind: its CSV log, its printed lines (the package's own, not NeMo's), its checkpoints; and
+the one assertion that two checkpoints hold the same training state.
 """
 
 import csv
@@ -37,18 +37,33 @@ def metric_by_step(metrics_csv: Path, key: str) -> dict[int, float]:
     return series
 
 
-def printed_progress(output: str) -> list[dict[str, float]]:
-    """Each progress line NeMo's printer wrote (`Training epoch 0, iteration 3/7 | lr: 0.001 | ...`), parsed."""
-    return [
-        {key: float(value) for key, value in re.findall(r"\| (\w+): ([-+.\deE]+)", line)}
-        for line in output.splitlines()
-        if line.startswith("Training epoch ")
-    ]
+# A progress line of a run whose stdout is not a terminal (progress.format_line): `pretrain step 8/20 | loss ...`.
+PROGRESS_LINE = re.compile(r"^(?P<stage>\w+) step (?P<step>\d+)/(?P<max_steps>\d+)(?P<fields>( \| .*)?)$")
 
 
-def printed_global_steps(output: str) -> list[int]:
-    """The steps NeMo's progress printer reported (`... | global_step: 7 | reduced_train_loss: ...`), in order."""
-    return [int(m) for m in re.findall(r"\| global_step: (\d+) \|", output)]
+def printed_progress(output: str) -> list[dict]:
+    """Each progress line the run printed, parsed: stage, step (optimizer steps done), max_steps, and the fields
+    that have a value (`loss`, `consumed_samples`)."""
+    lines = []
+    for line in output.splitlines():
+        m = PROGRESS_LINE.match(line)
+        if m is None:
+            continue
+        parsed: dict = {"stage": m["stage"], "step": int(m["step"]), "max_steps": int(m["max_steps"])}
+        for field in m["fields"].split(" | ")[1:]:
+            key, _, value = field.partition(" ")
+            if key == "loss":
+                parsed["loss"] = float(value)
+            elif key == "consumed_samples":
+                parsed["consumed_samples"] = int(value)
+        lines.append(parsed)
+    return lines
+
+
+def printed_steps_trained(output: str) -> list[int]:
+    """The step (by its 0-based index, as Lightning's `global_step` during it) each progress line reported, in order:
+    `step N/M` reports the N-th step done, index N - 1. With a refresh every step, every step the process trained."""
+    return [line["step"] - 1 for line in printed_progress(output)]
 
 
 def this_cpu() -> str:

@@ -165,13 +165,21 @@ def scenario_distopt_resume(data_dir: Path, work_dir: Path) -> None:
 
 
 def scenario_ddp_progress(data_dir: Path, work_dir: Path) -> None:
-    """One rank of a 2-rank CPU pretrain whose ProgressPrinter prints (and reports Megatron timers) at every step."""
+    """
+    One rank of a 2-rank CPU pretrain whose NeMo ProgressPrinter prints (and reports Megatron timers) at every step:
+    the printer NeMo's MegatronStrategy puts in place of Lightning's bar in a trainer of the user's own, as in
+    upstream's training scripts."""
+    from nemo.lightning.pytorch.callbacks.progress_printer import ProgressPrinter
+
     from bionemo.example_model import bridges
     from bionemo.example_model.config import PretrainConfig
     from bionemo.example_model.train import train
 
     _assert_nothing_patched_yet()
-    opts = _opts(data_dir, max_steps=3, val_check_interval=3, devices=2, log_every_n_steps=1)
+    printer = ProgressPrinter(log_interval=1)
+    opts = _opts(
+        data_dir, max_steps=3, val_check_interval=3, devices=2, log_every_n_steps=1, extra_callbacks=[printer]
+    )
     ckpt = train(PretrainConfig(), opts, work_dir / "ddp", "pretrain")
     print(f"RANK {os.environ.get('RANK')} DONE {ckpt}", flush=True)
     print(f"NP_PRODUCT_CALLERS_PATCHED {json.dumps(_np_product_callers_patched())}", flush=True)

@@ -100,9 +100,9 @@ class DivergedError(ExampleModelError):
 class StopOnDivergence(Callback):
     """
     End training at a non-finite training loss, with one line naming the stage, step and value, before a checkpoint
-    of the broken weights is saved. The loss is checked every `every_n_steps` steps, where Lightning logs it and
-    NeMo's progress printer prints it (reading it from the device anyway), and at the last step; other steps get no
-    extra host sync.
+    of the broken weights is saved. The loss is checked every `every_n_steps` steps, where Lightning logs it and the
+    progress display shows it (reading it from the device anyway), and at the last step; other steps get no extra
+    host sync.
     """
 
     def __init__(self, stage: str, every_n_steps: int, lr: float) -> None:

@@ -31,8 +31,10 @@ __all__: Sequence[str] = (
 logger = logging.getLogger("bionemo.example_model")
 
 
-def _trainer(opts: TrainOptions, watchers: Sequence = ()):
-    """A NeMo trainer with MegatronStrategy (data parallel only: the model is tiny); opts' callbacks, then watchers."""
+def _trainer(opts: TrainOptions, name: str, watchers: Sequence = ()):
+    """
+    A NeMo trainer with MegatronStrategy (data parallel only: the model is tiny); opts' callbacks, then watchers,
+    then the stage `name`'s progress display."""
     from megatron.core.distributed import DistributedDataParallelConfig
     from nemo import lightning as nl
 
@@ -60,22 +62,22 @@ def _trainer(opts: TrainOptions, watchers: Sequence = ()):
         limit_val_batches=opts.limit_val_batches,
         num_sanity_val_steps=0,
         log_every_n_steps=opts.log_every_n_steps,
-        callbacks=[*opts.extra_callbacks, *watchers, _progress_printer(opts.log_every_n_steps)],
+        callbacks=[*opts.extra_callbacks, *watchers, *_progress(opts, name)],
         plugins=nl.MegatronMixedPrecision(precision=opts.precision),
         use_distributed_sampler=False,  # MegatronDataSampler shards the data
         enable_model_summary=False,
     )
 
 
-def _progress_printer(every_n_steps: int):
-    """
-    NeMo's progress line every `every_n_steps` steps (what MegatronStrategy would put in place of Lightning's bar),
-    but with the latest `consumed_samples`: NeMo's printer averages every metric but `global_step` over the printing
-    window, so the count it printed at step 49 with a global batch of 128 was about 3,260 instead of 6,400.
-    """
-    from nemo.lightning.pytorch.callbacks.progress_printer import ProgressPrinter
+def _progress(opts: TrainOptions, name: str) -> list:
+    """`StepProgress` every `log_every_n_steps` steps, unless the caller brought a progress bar of its own."""
+    from lightning.pytorch.callbacks import ProgressBar
 
-    return ProgressPrinter(log_interval=every_n_steps, skip_accumulate_metrics=["global_step", "consumed_samples"])
+    from bionemo.example_model.progress import StepProgress
+
+    if any(isinstance(callback, ProgressBar) for callback in opts.extra_callbacks):
+        return []
+    return [StepProgress(name, opts.log_every_n_steps)]
 
 
 def _data(opts: TrainOptions) -> MNISTDataModule:
@@ -136,7 +138,7 @@ def train(config: ExampleGenericConfig, opts: TrainOptions, run_dir: str | Path,
     run_dir = Path(run_dir)
     check_resumable(run_dir, opts.use_distributed_optimizer)
     ckpt = make_checkpoint_callback(every_n_train_steps=opts.checkpoint_interval)
-    trainer = _trainer(opts, _watchers(opts, name))
+    trainer = _trainer(opts, name, _watchers(opts, name))
     loggers = [ContinuousCSVLogger(save_dir=str(run_dir), name="csv")]
     tensorboard = None
     try:
@@ -185,7 +187,7 @@ def predict(config: ExampleGenericConfig, opts: TrainOptions) -> Predictions:
             "pass a finetuned checkpoint and skip nothing"
         )
     install_bridges(opts.resolved_accelerator())
-    trainer = _trainer(opts)
+    trainer = _trainer(opts, "predict")
     module = _module(config, opts, IndexedPredictionModule)
     data = _data(opts)
     data.data_sampler.output_log = False  # NeMo's sampler would self.log() in predict, which Lightning forbids
