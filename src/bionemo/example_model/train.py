@@ -163,10 +163,14 @@ def train(config: ExampleGenericConfig, opts: TrainOptions, run_dir: str | Path,
 
 
 def _watchers(opts: TrainOptions, name: str) -> list:
-    """Callbacks that keep the CSV log continuous across resumes and stop a diverging run (run_watch.py)."""
+    """
+    Callbacks that keep the CSV log continuous across resumes and stop a diverging run (run_watch.py), and that run
+    Python's garbage collector every `gc_every_n_steps` steps (gc_schedule.py)."""
+    from bionemo.example_model.gc_schedule import CollectEveryNSteps
     from bionemo.example_model.run_watch import ContinuousLogs, StopOnDivergence
 
-    return [ContinuousLogs(), StopOnDivergence(name, opts.log_every_n_steps, opts.lr)]
+    watchers = [ContinuousLogs(), StopOnDivergence(name, opts.log_every_n_steps, opts.lr)]
+    return [*watchers, CollectEveryNSteps(opts.gc_every_n_steps)] if opts.gc_every_n_steps else watchers
 
 
 def predict(config: ExampleGenericConfig, opts: TrainOptions) -> Predictions:
