@@ -23,6 +23,7 @@ el installed
 PYTHONPATH=/tmp/site python3 -c "from bionemo.example_model.mnist_files import ensure_mnist as e; e('/tmp/mnist', allow_download=False)" || exit 1
 one() {  # one TREE NAME: a step_runner run of TREE's package and runner
   local tree=$1 name=$2
+  rm -rf "/tmp/ab-run-$name"  # a machine still warm from an earlier call keeps it: the run would resume a finished run
   PYTHONPATH=$tree/src:/tmp/site python3 "$tree/benchmarks/step_runner.py" megatron --batch 128 --steps 100 --warmup 20 \
     --accelerator gpu --devices "$DEVICES" --data-dir /tmp/mnist --out "$OUT/ab-$name.json" \
     --run-dir "/tmp/ab-run-$name" > "/tmp/ab-$name.log" 2>&1 || { tail -30 "/tmp/ab-$name.log"; return 1; }
