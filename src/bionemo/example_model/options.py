@@ -119,8 +119,6 @@ class TrainOptions:
     data_dir: Path | None = _flag(None, "MNIST IDX files (default: BIONEMO_CACHE_DIR)", Path)
     num_workers: int = _flag(0, "DataLoader worker processes", non_negative_int)
     log_every_n_steps: int = _flag(50, "steps between progress lines and CSV log rows", positive_int)
-    # Steps between Python garbage collections while training (gc_schedule.py); 0 leaves Python's own schedule.
-    gc_every_n_steps: int = field(default=100, metadata={"parse": non_negative_int})
     extra_callbacks: list = field(default_factory=list)
 
     @property

@@ -163,14 +163,10 @@ def train(config: ExampleGenericConfig, opts: TrainOptions, run_dir: str | Path,
 
 
 def _watchers(opts: TrainOptions, name: str) -> list:
-    """
-    Callbacks that keep the CSV log continuous across resumes and stop a diverging run (run_watch.py), and that run
-    Python's garbage collector every `gc_every_n_steps` steps (gc_schedule.py)."""
-    from bionemo.example_model.gc_schedule import CollectEveryNSteps
+    """Callbacks that keep the CSV log continuous across resumes and stop a diverging run (run_watch.py)."""
     from bionemo.example_model.run_watch import ContinuousLogs, StopOnDivergence
 
-    watchers = [ContinuousLogs(), StopOnDivergence(name, opts.log_every_n_steps, opts.lr)]
-    return [*watchers, CollectEveryNSteps(opts.gc_every_n_steps)] if opts.gc_every_n_steps else watchers
+    return [ContinuousLogs(), StopOnDivergence(name, opts.log_every_n_steps, opts.lr)]
 
 
 def predict(config: ExampleGenericConfig, opts: TrainOptions) -> Predictions:
