@@ -209,11 +209,13 @@ def run_in_terminal(cmd: list[str], *, env: dict[str, str] | None = None, timeou
         os.close(slave)
         reader = threading.Thread(target=drain, daemon=True)
         reader.start()
-        running = Background(proc, stderr, stderr, time.monotonic())
+        running = Background(proc, stderr, stderr, time.monotonic())  # its stdout is the terminal, read below
         try:
             result = running.finish(timeout)
         finally:
             reader.join(timeout=10)
-            os.close(master)
+            if not reader.is_alive():
+                os.close(master)
+    assert not reader.is_alive(), f"the terminal of {cmd} is still open 10 s after the run ended"
     result.stdout = b"".join(received).decode(errors="replace")
     return result

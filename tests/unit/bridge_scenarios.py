@@ -191,25 +191,14 @@ def _host_read_counter():
     """
     A Lightning callback that, once training starts (the bridges installed), wraps the gradient norm and clipping
     functions megatron's optimizer module calls (patched or upstream) to count the tensor values they read back to
-    the host (`item`, `float`, `tolist`, `bool`)."""
-    import torch
+    the host (`support.host_reads`)."""
     from lightning.pytorch import Callback
-    from torch.overrides import TorchFunctionMode
 
-    reads = (torch.Tensor.item, torch.Tensor.__float__, torch.Tensor.tolist, torch.Tensor.__bool__)
-
-    class HostReads(TorchFunctionMode):
-        def __init__(self, counter: list) -> None:
-            super().__init__()
-            self.counter = counter
-
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            if func in reads:
-                self.counter.append(func.__name__)
-            return func(*args, **(kwargs or {}))
+    from support.host_reads import host_reads
 
     class CountClipReads(Callback):
-        counted: list[str] = []
+        def __init__(self) -> None:
+            self.counted: list[str] = []
 
         def on_train_start(self, trainer, pl_module) -> None:
             from megatron.core.optimizer import optimizer as megatron_optimizer
@@ -218,7 +207,7 @@ def _host_read_counter():
                 fn = getattr(megatron_optimizer, name)
 
                 def counting(*args, fn=fn, **kwargs):
-                    with HostReads(self.counted):
+                    with host_reads(self.counted):
                         return fn(*args, **kwargs)
 
                 setattr(megatron_optimizer, name, counting)

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from bionemo.example_model.bridges.all_devices import clip_grad_by_total_norm_fp32_on_device, grad_norm_fp32_on_device
 from bionemo.example_model.bridges.cpu import cuda_on_cpu_for_a_moment
+from support.host_reads import host_reads
 
 pytestmark = pytest.mark.usefixtures("megatron_single_process")
 
@@ -82,18 +83,9 @@ def test_clipped_grads_are_bitwise_megatrons_and_the_norm_within_one_ulp(seed, s
 
 
 def test_the_clip_reads_nothing_back_to_the_host():
-    """No `.item()`, `float()` or `.tolist()` of a tensor while clipping: nothing waits for the device."""
-    from torch.overrides import TorchFunctionMode
-
-    reads = []
-
-    class HostReads(TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            if func in (torch.Tensor.item, torch.Tensor.__float__, torch.Tensor.tolist, torch.Tensor.__bool__):
-                reads.append(func.__name__)
-            return func(*args, **(kwargs or {}))
-
+    """No `.item()`, `float()`, `.tolist()` or `bool()` of a tensor while clipping: nothing waits for the device."""
+    reads: list[str] = []
     params = params_with_grads(0, 1.0, "")
-    with HostReads():
+    with host_reads(reads):
         bridge_clip(params, 1.0)
     assert reads == []

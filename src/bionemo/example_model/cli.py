@@ -290,19 +290,12 @@ def reproducible_cpu_math() -> None:
     kernel for this CPU whatever the alignment or thread count), `COMPATIBLE` on others (the one reproducible mode MKL
     offers there; STRICT is Intel-only), and `MKL_DYNAMIC=FALSE`, `OMP_DYNAMIC=FALSE` so that neither library runs a
     product on fewer threads when the machine is busy. MKL and OpenMP read them at their first use, after this;
-    Lightning's extra ranks inherit them.
-
-    Then one small MKL vector call (a square root, as in Adam) on this thread, before any OpenMP worker makes one. In
-    3 of 14 resume pairs without it a worker's half of Adam's square root matched MKL's reduced-accuracy AVX2 kernel
-    once; with it, 0 of 26 (issue 14; README). That is a measured lead, not an explained cause.
+    Lightning's extra ranks inherit them. (`train.train` then makes MKL's first call on the main thread.)
     """
     intel = cpu_info().get("vendor_id") == "GenuineIntel"
     os.environ.setdefault("MKL_CBWR", "AUTO,STRICT" if intel else "COMPATIBLE")
     os.environ.setdefault("MKL_DYNAMIC", "FALSE")
     os.environ.setdefault("OMP_DYNAMIC", "FALSE")
-    import torch
-
-    torch.ones(8).sqrt()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

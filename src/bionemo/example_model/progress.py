@@ -3,8 +3,9 @@ What a training run shows while it trains: Lightning's TQDM bar on a terminal, o
 
 NeMo's `ProgressPrinter` (what `MegatronStrategy` puts in place of Lightning's bar) turns every logged metric into a
 Python number at every step, a device sync each, and prints `consumed_samples` averaged over its printing window.
-`StepProgress` reads the run's state only when it draws, every `refresh_every` optimizer steps and at the last one:
-one device read (the latest training loss); the sample count is the data sampler's exact integer.
+`StepProgress` reads the run's state only when it draws, every `refresh_every` optimizer steps and at the last one
+(Lightning's progress-bar metrics, a device read each, for the latest training loss); the sample count is the data
+sampler's exact integer.
 """
 
 import sys
@@ -64,8 +65,11 @@ class StepProgress(TQDMProgressBar):
     """
 
     def __init__(self, stage: str, refresh_every: int, terminal: bool | None = None) -> None:
+        if refresh_every < 1:
+            raise ValueError(f"refresh_every must be a positive number of steps, got {refresh_every}")
         super().__init__(refresh_rate=refresh_every)
         self.stage = stage
+        self.every = refresh_every  # Lightning may change refresh_rate (TQDM_MINITERS, Colab); the lines keep this
         self.terminal = sys.stdout.isatty() if terminal is None else terminal
         self._start_step = 0
         self._start_time = 0.0
@@ -88,13 +92,13 @@ class StepProgress(TQDMProgressBar):
     def on_train_epoch_start(self, trainer: Trainer, *_: Any) -> None:  # noqa: D102
         if self.terminal:
             bar = self.train_progress_bar
-            bar.reset(total=trainer.max_steps)
+            bar.reset(total=trainer.max_steps if trainer.max_steps > 0 else None)
             bar.initial = bar.n = self._start_step
             bar.set_description(self.stage)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *_: Any, **__: Any) -> None:  # noqa: D102
         step = trainer.global_step
-        if step % self.refresh_rate and step < trainer.max_steps:
+        if step % self.every and step != trainer.max_steps:
             return
         if self.terminal and self.is_enabled:
             stats = self.stats(trainer)
@@ -133,13 +137,13 @@ class StepProgress(TQDMProgressBar):
             consumed_samples=consumed,
             samples_per_s=None if rate is None or batch is None else rate * batch,
             elapsed_s=elapsed,
-            eta_s=None if rate is None else (max_steps - step) / rate,
+            eta_s=None if rate is None or max_steps < 0 else (max_steps - step) / rate,
         )
 
 
 def _postfix(stats: ProgressStats) -> dict[str, Any]:
     return {
         "loss": None if stats["loss"] is None else f"{stats['loss']:.4g}",
-        "consumed_samples": stats["consumed_samples"],
+        "consumed_samples": None if stats["consumed_samples"] is None else str(stats["consumed_samples"]),  # not 1e+5
         "samples/s": None if stats["samples_per_s"] is None else f"{stats['samples_per_s']:.0f}",
     }
