@@ -187,49 +187,6 @@ def scenario_ddp_progress(data_dir: Path, work_dir: Path) -> None:
     _ok("ddp_progress")
 
 
-def _host_read_counter():
-    """
-    A Lightning callback that, once training starts (the bridges installed), wraps the gradient norm and clipping
-    functions megatron's optimizer module calls (patched or upstream) to count the tensor values they read back to
-    the host (`support.host_reads`)."""
-    from lightning.pytorch import Callback
-
-    from support.host_reads import host_reads
-
-    class CountClipReads(Callback):
-        def __init__(self) -> None:
-            self.counted: list[str] = []
-
-        def on_train_start(self, trainer, pl_module) -> None:
-            from megatron.core.optimizer import optimizer as megatron_optimizer
-
-            for name in ("get_grad_norm_fp32", "clip_grad_by_total_norm_fp32"):
-                fn = getattr(megatron_optimizer, name)
-
-                def counting(*args, fn=fn, **kwargs):
-                    with host_reads(self.counted):
-                        return fn(*args, **kwargs)
-
-                setattr(megatron_optimizer, name, counting)
-
-    return CountClipReads()
-
-
-def scenario_grad_clip_reads(data_dir: Path, work_dir: Path) -> None:
-    """Pretrain 3 steps (clipping at megatron's default clip_grad=1.0) counting the host reads of the clipping."""
-    from bionemo.example_model import bridges
-    from bionemo.example_model.config import PretrainConfig
-    from bionemo.example_model.train import train
-
-    _assert_nothing_patched_yet()
-    counter = _host_read_counter()
-    train(PretrainConfig(), _opts(data_dir, max_steps=3, extra_callbacks=[counter]), work_dir / "clip", "pretrain")
-    print(f"INSTALLED {json.dumps(bridges.installed())}", flush=True)
-    if counter.counted:
-        raise RuntimeError(f"gradient clipping read {len(counter.counted)} tensor values to the host in 3 steps")
-    _ok("grad_clip_reads")
-
-
 def scenario_install_twice(data_dir: Path, work_dir: Path) -> None:
     """`bridges.install("cpu")` twice: every patch function runs once; the CUDA-as-CPU mode is pushed once."""
     from torch.overrides import _get_current_function_mode_stack
@@ -265,7 +222,6 @@ SCENARIOS = {
     "ddp_progress": scenario_ddp_progress,
     "install_twice": scenario_install_twice,
     "distopt_resume": scenario_distopt_resume,
-    "grad_clip_reads": scenario_grad_clip_reads,
 }
 
 

@@ -40,10 +40,6 @@ The symptoms observed with torch 2.13.0+cpu, megatron-core and NeMo as pinned (a
   `AssertionError`): torch's Adam has no state before its first step.
 - distributed_optimizer_load_keeps_step: the resume fails with `KeyError: 'step'` in the same file's
   `_set_main_param_and_optimizer_states`, called by `load_parameter_state_from_fully_reshardable`.
-- grad_clip_without_host_sync: training works either way; with the patch off, megatron's gradient clipping reads
-  the norm back to the host every step (`float(l2_reduced)` and `total_norm.item()`: 2 counted reads per step, plus
-  the per-parameter reads of `torch.tensor(l2)`, which no function mode sees); the scenario turns a read into a
-  failure (`gradient clipping read 6 tensor values to the host in 3 steps`).
 - distributed_optimizer_step_per_param: the resume works, but every parameter's Adam state shares one step tensor:
   resumed at step 2 and trained 2 steps, Adam's step is 18 (2 + 2 steps x 8 parameters), not 4; the scenario turns
   that into a failure.
@@ -168,13 +164,6 @@ JOBS: dict[str, tuple[str, list[str], int, int]] = {
     },
     "distopt_all_on": ("distopt_resume", [], 1, JOB_TIMEOUT_S),
     **{f"distopt_without_{patch}": ("distopt_resume", [patch], 1, JOB_TIMEOUT_S) for patch in DISTOPT_PATCHES},
-    "clip_all_on": ("grad_clip_reads", [], 1, JOB_TIMEOUT_S),
-    "clip_without_grad_clip_without_host_sync": (
-        "grad_clip_reads",
-        ["grad_clip_without_host_sync"],
-        1,
-        JOB_TIMEOUT_S,
-    ),
     "ddp_all_on": ("ddp_progress", [], 2, JOB_TIMEOUT_S),
     "ddp_without_progress_printer_rank0_collective": (
         "ddp_progress",
@@ -524,26 +513,6 @@ def test_without_distributed_optimizer_step_per_param_upstream_still_counts_one_
         "RESUME_DONE",
     )
     assert "Restored all states from the checkpoint" in log, f"the second train() did not resume\n{_tail(log)}"
-
-
-# --- grad_clip_without_host_sync -------------------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-@uses("clip_all_on")
-def test_grad_clip_without_host_sync_makes_clipping_read_nothing_back(runs):
-    _assert_succeeded(runs, "clip_all_on", "grad_clip_without_host_sync")
-
-
-@pytest.mark.slow
-@uses("clip_without_grad_clip_without_host_sync")
-def test_without_grad_clip_without_host_sync_upstream_still_reads_the_norm_back(runs):
-    _assert_canary(
-        runs,
-        "clip_without_grad_clip_without_host_sync",
-        "grad_clip_without_host_sync",
-        "gradient clipping read 6 tensor values to the host in 3 steps",
-    )
 
 
 # --- PatchSet --------------------------------------------------------------------------------------------------------

@@ -7,15 +7,11 @@ Each names the upstream file and symptom and has a canary in tests/unit/test_bri
 import sys
 import types
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from bionemo.example_model.bridges.registry import PatchSet
 
-if TYPE_CHECKING:
-    import torch
-    import torch.distributed
-
-__all__: Sequence[str] = ("PATCHES", "clip_grad_by_total_norm_fp32_on_device", "grad_norm_fp32_on_device")
+__all__: Sequence[str] = ("PATCHES",)
 
 PATCHES = PatchSet()
 
@@ -228,90 +224,3 @@ def _distributed_optimizer_step_per_param() -> None:
                     state["step"] = state["step"].clone()
 
     DistributedOptimizer.load_state_dict = load_state_dict
-
-
-def grad_norm_fp32_on_device(
-    grads_for_norm: "torch.Tensor | list[torch.Tensor]",
-    norm_type: float = 2,
-    grad_stats_parallel_group: "torch.distributed.ProcessGroup | None" = None,
-) -> "torch.Tensor | float":
-    """
-    Megatron's `get_grad_norm_fp32` (same signature) for the 2-norm without a host sync: the same float32 norms of
-    each grad, the float32 norm of those norms and its square, summed over the group (and over the data-parallel
-    group of DTensor grads) on the device; the square root in float64, where megatron takes it of a Python float.
-    Returns a float64 tensor of shape [1] on the grads' device (so NeMo logs `grad_norm` as float64). Upstream reduces
-    the per-grad norms on the host: on CPU the same operation, on CUDA a device reduction that may differ in the last
-    bit. Other norms go to megatron's function."""
-    import torch
-    from megatron.core.utils import get_data_parallel_group_if_dtensor, to_local_if_dtensor
-
-    if float(norm_type) != 2.0:
-        from megatron.core.optimizer.clip_grads import get_grad_norm_fp32
-
-        return get_grad_norm_fp32(grads_for_norm, norm_type, grad_stats_parallel_group)
-    grads = [grads_for_norm] if isinstance(grads_for_norm, torch.Tensor) else list(grads_for_norm)
-    data_parallel_group = None
-    for grad in grads:
-        data_parallel_group = get_data_parallel_group_if_dtensor(grad, data_parallel_group)
-    grads = [to_local_if_dtensor(grad) for grad in grads]
-    if grads:
-        norm = torch.norm(torch.stack([torch.norm(grad) for grad in grads])).reshape(1)
-    else:
-        norm = torch.zeros(1, dtype=torch.float32, device="cuda")
-    total = norm**2.0
-    if data_parallel_group:
-        torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.SUM, group=data_parallel_group)
-    torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.SUM, group=grad_stats_parallel_group)
-    return total.to(torch.float64).sqrt()
-
-
-def clip_grad_by_total_norm_fp32_on_device(
-    parameters: "torch.Tensor | list[torch.Tensor]",
-    max_norm: float,
-    total_norm: "torch.Tensor | float",
-    use_decoupled_grad: bool = False,
-) -> None:
-    """
-    Megatron's `clip_grad_by_total_norm_fp32` (same signature; `total_norm` a float or a tensor) without its
-    host-side `if clip_coeff < 1.0`: every grad is multiplied by the coefficient where it is below 1 and by exactly
-    1.0 elsewhere (NaN included), which leaves a float32 value's bits as they are. The coefficient is divided in
-    float64, as megatron does in Python, and rounded to float32 once, as megatron's `grad * clip_coeff` rounds the
-    Python scalar. Every step so reads and writes every grad once more than an unclipped upstream step, the price of
-    not asking the host."""
-    import torch
-    from megatron.core.utils import to_local_if_dtensor
-
-    attr = "decoupled_grad" if use_decoupled_grad else "grad"
-    params = [parameters] if isinstance(parameters, torch.Tensor) else parameters
-    grads = [to_local_if_dtensor(getattr(p, attr)).detach() for p in params if getattr(p, attr, None) is not None]
-    if not grads:
-        return
-    total_norm = torch.as_tensor(total_norm, dtype=torch.float64, device=grads[0].device)
-    coeff = torch.full_like(total_norm, max_norm).div(total_norm + 1.0e-6)
-    # `where`, not `clamp`: a NaN coefficient must scale by 1.0, as upstream's `if clip_coeff < 1.0` skips it
-    coeff = torch.where(coeff < 1.0, coeff, torch.ones_like(coeff)).to(torch.float32)
-    torch._foreach_mul_(grads, coeff.reshape(()))
-
-
-@PATCHES.register("grad_clip_without_host_sync")
-def _grad_clip_without_host_sync() -> None:
-    """
-    Upstream: megatron/core/optimizer/clip_grads.py `get_grad_norm_fp32` with megatron/core/utils.py
-    `local_multi_tensor_l2_norm` (used where neither Apex nor TransformerEngine is installed) builds a CPU tensor
-    from the per-parameter norms (`torch.tensor(l2)`: one device read each), reads their norm back (`float(...)`)
-    and reads the all-reduced square (`total_norm.item()`); `clip_grad_by_total_norm_fp32` then decides on the
-    host whether to scale. Both are called by megatron/core/optimizer/optimizer.py (`ChainedOptimizer.step`,
-    `MegatronOptimizer.clip_grad_norm`). Symptom: every optimizer step waits for the device 2 + one-per-parameter
-    times; on an H100 this model's step is host-bound. Fix: optimizer.py's two names point at the `_on_device`
-    versions above, the same arithmetic on the device (on CPU the clipped grads bit for bit upstream's:
-    tests/unit/test_grad_clip.py); the norm is returned as a tensor, which NeMo's `MegatronStrategy.optimizer_step`
-    logs as it is. The logged norm may differ from upstream's in its last bit (Python's `x ** 0.5` is not always
-    the correctly rounded square root). Applied only with the local l2 norm."""
-    from megatron.core.optimizer import clip_grads
-    from megatron.core.optimizer import optimizer as megatron_optimizer
-    from megatron.core.utils import local_multi_tensor_l2_norm
-
-    if clip_grads.l2_norm_impl is not local_multi_tensor_l2_norm:
-        return
-    megatron_optimizer.get_grad_norm_fp32 = grad_norm_fp32_on_device
-    megatron_optimizer.clip_grad_by_total_norm_fp32 = clip_grad_by_total_norm_fp32_on_device
