@@ -1,7 +1,7 @@
 """Specification of the run lifecycle of `bionemo-mnist` on CPU: what running a command again into the same `--out`
 does (after it finished, with more or fewer steps, with other settings), an interrupted checkpoint save, logs that
-stay whole across resumes, two runs into one `--out`, divergence, Ctrl-C on two ranks, and the inputs that must be
-answered with one `error:` line.
+stay whole across resumes, two runs into one `--out`, divergence, Ctrl-C on two ranks, the inputs that must be
+answered with one `error:` line, and what the terminal shows (progress, and no framework chatter unless --verbose).
 
 Every run is `bionemo-mnist` in a subprocess at tiny step counts (4 steps of 64 images, a checkpoint and validation
 every 2); most go through run_stage.py so that every step gets a CSV row and a progress line.
@@ -21,10 +21,12 @@ import pytest
 from run_stage import DIED_IN_SAVE
 
 from bionemo.example_model.checkpoints import is_checkpoint
+from bionemo.example_model.logs import LOG_NAME
 from bionemo.example_model.mnist_files import raw_dir
 from support.cli_args import MICRO_BATCH_SIZE, run_stage_cli, stage_args
-from support.processes import assert_one_line_error, bionemo_mnist, run, run_in_terminal, session_members, start
+from support.processes import Run, assert_one_line_error, bionemo_mnist, run, run_in_terminal, session_members, start
 from support.records import (
+    PROGRESS_LINE,
     file_hashes,
     last_checkpoint,
     metric_by_step,
@@ -331,13 +333,21 @@ def test_a_short_bf16_mixed_pretrain_runs_on_cpu_to_a_finite_loss(tmp_path, mnis
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# The progress line
+# What the terminal shows: the progress line, the package's own lines; the frameworks' messages go to the log file
 
 
-def test_the_progress_line_prints_the_exact_number_of_samples_consumed_so_far(tmp_path, mnist_root):
-    """Printed every 4 steps, its count is that of the step it is printed at, not an average over the 4."""
-    result = run(pretrain_cmd(tmp_path / "out", mnist_root, 8), env={"BIONEMO_TEST_LOG_EVERY_N_STEPS": "4"})
+@pytest.fixture(scope="module")
+def eight_steps(tmp_path_factory, mnist_root) -> tuple[Run, Path]:
+    """An 8-step pretrain, not on a terminal, with a progress line every 4 steps; and its --out."""
+    out = tmp_path_factory.mktemp("eight-steps") / "out"
+    result = run(pretrain_cmd(out, mnist_root, 8), env={"BIONEMO_TEST_LOG_EVERY_N_STEPS": "4"})
     assert result.returncode == 0, result.describe()
+    return result, out
+
+
+def test_the_progress_line_prints_the_exact_number_of_samples_consumed_so_far(eight_steps):
+    """Printed every 4 steps, its count is that of the step it is printed at, not an average over the 4."""
+    result, _ = eight_steps
     lines = printed_progress(result.stdout)
     assert [line["step"] for line in lines] == [4, 8], result.stdout[-3000:]
     global_batch = MICRO_BATCH_SIZE  # one rank, no accumulation
@@ -357,3 +367,28 @@ def test_on_a_terminal_the_progress_is_a_bar_with_eta_and_the_exact_counts(tmp_p
     assert f"consumed_samples={8 * MICRO_BATCH_SIZE}," in at[8][-1] and "100%" in at[8][-1], at[8]
     assert re.search(r"\[\d+:\d+<\d+:\d+, loss=[-+.\deE]+,", at[4][-1]), at[4]  # elapsed < ETA, then the loss
     assert printed_progress(result.stdout) == []
+
+
+# A line of the package's own logger on the terminal (logs.py): `2026-11-27 02:21:48,437 bionemo.example_model INFO`
+PACKAGE_LOG_LINE = re.compile(r"^\S+ \S+ bionemo\.example_model INFO ")
+
+
+def test_the_terminal_shows_only_the_packages_lines_and_the_log_file_keeps_the_frameworks(eight_steps):
+    result, out = eight_steps
+    terminal = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    others = [
+        line
+        for line in terminal
+        if not (PROGRESS_LINE.match(line) or line.startswith("pretrain checkpoint: ") or PACKAGE_LOG_LINE.match(line))
+    ]
+    assert not others, others
+    log = (out / LOG_NAME).read_text()
+    for said in ("Rank 0 has data parallel group", "Transformer Engine and Apex are not installed", "max_steps=8"):
+        assert said in log and said not in result.stdout + result.stderr, said
+
+
+def test_verbose_prints_the_frameworks_messages_too(tmp_path, mnist_root):
+    result = run([*pretrain_cmd(tmp_path / "out", mnist_root, 2), "--verbose"])
+    assert result.returncode == 0, result.describe()
+    for said in ("Rank 0 has data parallel group", "Transformer Engine and Apex are not installed", "max_steps=2"):
+        assert said in result.stdout + result.stderr, said

@@ -159,10 +159,19 @@ def printed_checkpoint(output: str, stage: str) -> Path:
 
 
 def restored_checkpoint(result: "Run") -> Path:
-    """The checkpoint a run resumed from (Lightning logs the `weights/` folder it restores)."""
-    restored = re.search(r"Restoring states from the checkpoint path at (\S+)", result.stdout + result.stderr)
-    assert restored, result.describe()
-    path = Path(restored.group(1))
+    """
+    The checkpoint a run resumed from: the `weights/` folder Lightning says it restores, in the lines of the run's
+    process (rank 0) in OUT/bionemo-mnist.log."""
+    from bionemo.example_model.logs import LOG_NAME
+
+    out = Path(result.cmd[result.cmd.index("--out") + 1])
+    said = re.findall(
+        rf"^\S+ \S+ pid {result.pid} \S+ INFO Restoring states from the checkpoint path at (\S+)$",
+        (out / LOG_NAME).read_text(),
+        flags=re.MULTILINE,
+    )
+    assert len(said) == 1, (said, result.describe())
+    path = Path(said[0])
     assert path.name == "weights", path
     return path.parent
 

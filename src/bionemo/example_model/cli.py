@@ -8,7 +8,6 @@ are imported when a stage runs. Mistakes a user can fix end the run with one lin
 import argparse
 import errno
 import json
-import logging
 import os
 import shutil
 import signal
@@ -17,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from bionemo.example_model import runs
+from bionemo.example_model import logs, runs
 from bionemo.example_model.checkpoints import check_is_checkpoint
 from bionemo.example_model.errors import ExampleModelError
 from bionemo.example_model.options import TrainOptions, command_line_options, flag_name, positive_int
@@ -49,10 +48,15 @@ def _add_common(p: argparse.ArgumentParser, steps_flags: dict[str, int]) -> None
         action="store_true",
         help="start the stage(s) over instead of continuing what is in --out (kept as OUT/STAGE.previous-N)",
     )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help=f"print NeMo's, Megatron's and Lightning's messages here too (they always go to OUT/{logs.LOG_NAME})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `bionemo-mnist` argument parser (also used by the original training scripts)."""
+    """The `bionemo-mnist` argument parser."""
     parser = argparse.ArgumentParser(
         prog="bionemo-mnist",
         description="Train the BioNeMo example MNIST model with NeMo2 / Megatron: pretrain an autoencoder, finetune "
@@ -112,6 +116,7 @@ def _train_stage(args: argparse.Namespace, stage: runs.Stage, make_config: Calla
     if not plan.train:
         assert plan.checkpoint is not None
         return plan.checkpoint
+    logs.adopt_nemo_logging()  # before train's imports, whose Megatron imports warn through NeMo's logger
     from bionemo.example_model.checkpoints import check_resumable
     from bionemo.example_model.train import train
 
@@ -158,6 +163,7 @@ def run_predict(args: argparse.Namespace, out: Path, finetune_ckpt: Path) -> dic
     if not plan.train:
         assert plan.result is not None
         return plan.result
+    logs.adopt_nemo_logging()
     from bionemo.example_model.config import ExampleFineTuneConfig
     from bionemo.example_model.report import plot_confusion_matrix, write_predictions_csv
     from bionemo.example_model.train import predict
@@ -302,10 +308,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     reproducible_cpu_math()
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     runs.stop_all_ranks_on_ctrl_c()
     try:
         runs.check_out_dir(args.out)
+        logs.route(args.out, verbose=args.verbose)
         command = _command(args)
         with runs.out_lock(args.out):
             command()

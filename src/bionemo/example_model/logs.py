@@ -1,0 +1,98 @@
+"""
+Where a `bionemo-mnist` run's messages go.
+
+The terminal gets what a person reads: this package's own lines (progress, checkpoints, the result, and the records of
+its `bionemo.example_model` logger) and any ERROR. What NeMo, Megatron, Lightning and Python's warnings say besides
+(config dumps, parallel-group listings, the same warning on every import) goes to `OUT/bionemo-mnist.log` only, which
+every rank and every run of that OUT appends to; `--verbose` prints it on the terminal too, as before.
+
+Only the CLI routes (`route`); a Python caller of `train.train` keeps the logging it set up, NeMo's included.
+"""
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from bionemo.example_model.runs import global_rank
+
+__all__: Sequence[str] = ("LOG_NAME", "adopt_nemo_logging", "route")
+
+LOG_NAME = "bionemo-mnist.log"
+PACKAGE_LOGGER = "bionemo.example_model"
+_TERMINAL_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+# Every rank and run of an OUT appends to one file: the pid tells them apart.
+_FILE_FORMAT = "%(asctime)s pid %(process)d %(name)s %(module)s:%(lineno)d %(levelname)s %(message)s"
+
+_SPAWNED_NOISE = "ignore::FutureWarning:torch.cuda"
+
+logger = logging.getLogger(PACKAGE_LOGGER)
+
+
+class _Terminal(logging.StreamHandler):
+    """stderr; when `quiet`, only this package's records and errors."""
+
+    def __init__(self, quiet: bool) -> None:
+        super().__init__(sys.stderr)
+        self.quiet = quiet
+
+    def filter(self, record: logging.LogRecord) -> bool:  # noqa: A003
+        ours = record.name == PACKAGE_LOGGER or record.name.startswith(PACKAGE_LOGGER + ".")
+        return not self.quiet or ours or record.levelno >= logging.ERROR
+
+
+class _LogFile(logging.FileHandler):
+    """
+    OUT/bionemo-mnist.log, appended to; opened at the first record, so that a run that says nothing (one with
+    nothing to do, or refused) leaves no trace."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, encoding="utf-8", delay=True)
+
+    def _open(self):
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+
+def route(out: Path, *, verbose: bool) -> None:
+    """
+    Send every Python log record and warning of this process to OUT/bionemo-mnist.log, and to the terminal as the
+    module says. Call once, early (before torch, NeMo or Lightning is imported), and `adopt_nemo_logging` before a
+    stage imports NeMo's side of the package: NeMo's logger prints to the terminal by itself.
+    """
+    root = logging.getLogger()
+    for handler, form in ((_Terminal(quiet=not verbose), _TERMINAL_FORMAT), (_LogFile(out / LOG_NAME), _FILE_FORMAT)):
+        handler.setFormatter(logging.Formatter(form))
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.captureWarnings(True)  # until NeMo's import replaces it with its own capture (see adopt_nemo_logging)
+    if not verbose:
+        # Megatron's checkpoint writer spawns a fresh interpreter whose import of torch.cuda prints torch's pynvml
+        # deprecation warning, which this process's own import has already logged; nothing else of ours runs there.
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, (os.environ.get("PYTHONWARNINGS"), _SPAWNED_NOISE)))
+
+
+def adopt_nemo_logging() -> None:
+    """
+    Give NeMo's logger (which does not propagate, prints on rank 0 by itself, and takes Python's warnings on import)
+    this run's routes: the log file always, and in place of its own printing unless --verbose. A no-op where `route`
+    did not run.
+    """
+    routes = [h for h in logging.getLogger().handlers if isinstance(h, (_Terminal, _LogFile))]
+    if not routes:
+        return
+    from nemo.utils import logging as nemo_logging
+
+    nemo_logger = logging.getLogger("nemo_logger")
+    if any(handler in nemo_logger.handlers for handler in routes):
+        return  # adopted already (the pipeline's second stage)
+    quiet = any(isinstance(h, _Terminal) and h.quiet for h in routes)
+    for handler in routes:
+        if quiet or isinstance(handler, _LogFile):
+            nemo_logger.addHandler(handler)
+    if quiet:
+        nemo_logging.remove_stream_handlers()
+        if global_rank() == 0:
+            log_file = next(h.baseFilename for h in routes if isinstance(h, _LogFile))
+            logger.info("NeMo's, Megatron's and Lightning's messages go to %s (--verbose prints them here)", log_file)

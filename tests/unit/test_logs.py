@@ -1,0 +1,87 @@
+"""
+Specification of `bionemo.example_model.logs`: the terminal gets the package's own lines and errors, the run's log
+file gets everything, `--verbose` puts everything on the terminal too, and a run that logs nothing writes no file.
+
+Logging and NeMo's logger are process-wide, so each case runs in a fresh interpreter (`speak`, below): the records a
+run of the CLI meets, in the order it meets them (the package's, Lightning's, a warning, then NeMo's once adopted).
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bionemo.example_model.logs import LOG_NAME
+
+SPEAK = """
+import logging, sys, warnings
+from pathlib import Path
+from bionemo.example_model import logs
+
+logs.route(Path(sys.argv[1]), verbose=sys.argv[2] == "verbose")
+logging.getLogger("bionemo.example_model").info("ours: info")
+logging.getLogger("lightning.pytorch").info("lightning: info")
+logging.getLogger("megatron.core").error("megatron: error")
+warnings.warn("python: warning")
+logs.adopt_nemo_logging()
+logs.adopt_nemo_logging()  # a pipeline's next stage
+from nemo.utils import logging as nemo_logging
+
+nemo_logging.info("nemo: info")
+warnings.warn("python after nemo: warning")
+"""
+
+
+def speak(out: Path, mode: str) -> tuple[str, str]:
+    """Run SPEAK; its terminal output (stdout + stderr) and the log file's text ('' where there is none)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", SPEAK, str(out), mode], capture_output=True, text=True, timeout=300, check=True
+    )
+    log = out / LOG_NAME
+    return proc.stdout + proc.stderr, log.read_text() if log.exists() else ""
+
+
+@pytest.fixture(scope="module")
+def quiet(tmp_path_factory) -> tuple[str, str]:
+    return speak(tmp_path_factory.mktemp("quiet") / "out", "quiet")
+
+
+@pytest.fixture(scope="module")
+def verbose(tmp_path_factory) -> tuple[str, str]:
+    return speak(tmp_path_factory.mktemp("verbose") / "out", "verbose")
+
+
+EVERY_MESSAGE = ("ours: info", "lightning: info", "megatron: error", "python: warning", "nemo: info", "python after")
+
+
+@pytest.mark.parametrize("message", EVERY_MESSAGE)
+def test_the_log_file_keeps_every_message_once_quiet_or_verbose(quiet, verbose, message):
+    assert quiet[1].count(message) == 1, quiet[1]
+    assert verbose[1].count(message) == 1, verbose[1]
+
+
+@pytest.mark.parametrize("message", ["lightning: info", "python: warning", "nemo: info", "python after"])
+def test_by_default_the_terminal_does_not_show_framework_chatter(quiet, message):
+    assert message not in quiet[0], quiet[0]
+
+
+@pytest.mark.parametrize("message", ["ours: info", "megatron: error"])
+def test_by_default_the_terminal_shows_the_packages_lines_and_every_error(quiet, message):
+    assert quiet[0].count(message) == 1, quiet[0]
+
+
+def test_by_default_the_terminal_says_once_where_the_framework_messages_went(quiet):
+    said = [line for line in quiet[0].splitlines() if "messages go to" in line]
+    assert len(said) == 1 and said[0].endswith(f"{LOG_NAME} (--verbose prints them here)"), quiet[0]
+
+
+@pytest.mark.parametrize("message", EVERY_MESSAGE)
+def test_verbose_shows_every_message_on_the_terminal_once(verbose, message):
+    assert verbose[0].count(message) == 1, verbose[0]
+
+
+def test_a_run_that_logs_nothing_leaves_no_log_file(tmp_path):
+    code = f"import pathlib, bionemo.example_model.logs as l; l.route(pathlib.Path({str(tmp_path)!r}), verbose=False)"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    assert not (tmp_path / LOG_NAME).exists()
