@@ -217,8 +217,33 @@ def scenario_install_twice(data_dir: Path, work_dir: Path) -> None:
     _ok("install_twice")
 
 
+def scenario_log_on_one_device(data_dir: Path, work_dir: Path) -> None:
+    """
+    `self.log` of a value on the device the logged metric is on, twice, as every training step does (through
+    Lightning's result collection): the metric must be updated in place, not rebuilt."""
+    import torch
+    from lightning.pytorch.trainer.connectors.logger_connector.result import _ResultCollection
+
+    from bionemo.example_model import bridges
+
+    _assert_nothing_patched_yet()
+    bridges.install("cpu")
+    results = _ResultCollection(training=True)
+    results.log("training_step", "loss", torch.tensor(0.5), on_step=True, batch_size=4)
+    metric = results["training_step.loss"]
+    meta, defaults = metric.meta, metric._defaults
+    results.log("training_step", "loss", torch.tensor(1.0), on_step=True, batch_size=4)
+    # a batch-size-weighted mean over both calls: (0.5 x 4 + 1.0 x 4) / 8
+    assert results["training_step.loss"] is metric and float(metric.compute()) == 0.75, metric
+    if metric.meta is not meta or metric._defaults is not defaults:
+        raise SystemExit("REBUILT: _ResultMetric.to copied the metric's fields for a device it is already on")
+    print(f"INSTALLED {json.dumps(bridges.installed())}", flush=True)
+    _ok("log_on_one_device")
+
+
 SCENARIOS = {
     "pretrain_resume": scenario_pretrain_resume,
+    "log_on_one_device": scenario_log_on_one_device,
     "ddp_progress": scenario_ddp_progress,
     "install_twice": scenario_install_twice,
     "distopt_resume": scenario_distopt_resume,

@@ -35,6 +35,9 @@ The symptoms observed with torch 2.13.0+cpu, megatron-core and NeMo as pinned (a
   first checkpoint save with `AttributeError: module 'numpy' has no attribute 'product'`, raised in
   megatron/core/dist_checkpointing/exchange_utils.py `_shard_size`. On numpy 1 there is nothing to show: the patch
   must then leave megatron's modules alone.
+- result_metric_to_same_device: no error. Logging a value twice on the CPU, the second `self.log` (Lightning's
+  `_ResultCollection.log`, its `self[key].to(value.device)`) replaces the metric's metadata and state defaults with
+  copies; the scenario turns that into a failure (`REBUILT: ...`).
 - distributed_optimizer_state_before_first_step: a fresh distributed-optimizer pretrain works; resuming it fails in
   megatron/core/optimizer/distrib_optimizer.py `DistributedOptimizer.state_dict` (`assert len(steps) == 1`, a bare
   `AssertionError`): torch's Adam has no state before its first step.
@@ -162,6 +165,13 @@ JOBS: dict[str, tuple[str, list[str], int, int]] = {
             "context_yaml_without_nemo_run",
         )
     },
+    "log_all_on": ("log_on_one_device", [], 1, JOB_TIMEOUT_S),
+    "log_without_result_metric_to_same_device": (
+        "log_on_one_device",
+        ["result_metric_to_same_device"],
+        1,
+        JOB_TIMEOUT_S,
+    ),
     "distopt_all_on": ("distopt_resume", [], 1, JOB_TIMEOUT_S),
     **{f"distopt_without_{patch}": ("distopt_resume", [patch], 1, JOB_TIMEOUT_S) for patch in DISTOPT_PATCHES},
     "ddp_all_on": ("ddp_progress", [], 2, JOB_TIMEOUT_S),
@@ -513,6 +523,21 @@ def test_without_distributed_optimizer_step_per_param_upstream_still_counts_one_
         "RESUME_DONE",
     )
     assert "Restored all states from the checkpoint" in log, f"the second train() did not resume\n{_tail(log)}"
+
+
+# --- result_metric_to_same_device -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@uses("log_all_on")
+def test_result_metric_to_same_device_makes_a_repeated_log_update_the_metric_in_place(runs):
+    _assert_succeeded(runs, "log_all_on", "result_metric_to_same_device", "SCENARIO_OK log_on_one_device")
+
+
+@pytest.mark.slow
+@uses("log_without_result_metric_to_same_device")
+def test_without_result_metric_to_same_device_upstream_still_rebuilds_the_metric_on_every_log(runs):
+    _assert_canary(runs, "log_without_result_metric_to_same_device", "result_metric_to_same_device", "REBUILT: ")
 
 
 # --- PatchSet --------------------------------------------------------------------------------------------------------

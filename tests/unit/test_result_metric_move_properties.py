@@ -1,0 +1,79 @@
+"""
+Property: the `result_metric_to_same_device` bridge (bridges.all_devices) skips Lightning's move of a logged metric
+only when that move has nothing to do. `_nothing_to_move(device)(obj)` is true exactly when Lightning's own search,
+`apply_to_collection(obj, (Tensor, Metric), ...)`, finds no Metric and no tensor off `device`, for any nesting of
+mappings, lists, tuples, dataclasses and leaves; and a real logged metric, kept in place or moved, ends as upstream's
+move leaves it.
+"""
+
+import copy
+import dataclasses
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from lightning.pytorch.trainer.connectors.logger_connector.result import _ResultCollection, _ResultMetric
+from lightning_utilities.core.apply_func import apply_to_collection
+from torchmetrics import Metric
+from torchmetrics.aggregation import MeanMetric
+
+from bionemo.example_model.bridges.all_devices import _nothing_to_move
+
+CPU, META = torch.device("cpu"), torch.device("meta")
+
+
+@dataclasses.dataclass
+class Holder:
+    first: object
+    second: object = None
+
+
+LEAVES = st.sampled_from([True, 3, 2.5, "text", None, CPU, torch.float32, len])
+TENSORS = st.sampled_from([CPU, META]).map(lambda device: torch.zeros(2, device=device))
+NESTED = st.recursive(
+    LEAVES | TENSORS | st.just(MeanMetric()),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(st.sampled_from("abc"), inner, max_size=3)
+        | st.builds(Holder, inner, inner)
+    ),
+    max_leaves=8,
+)
+
+
+def lightning_would_move_something(obj: object, device: torch.device) -> bool:
+    found = []
+    apply_to_collection(obj, (torch.Tensor, Metric), lambda x: found.append(x) or x)
+    return any(isinstance(x, Metric) or x.device != device for x in found)
+
+
+@settings(max_examples=300, deadline=None)
+@given(obj=NESTED, device=st.sampled_from([CPU, META]))
+def test_nothing_to_move_is_true_exactly_when_lightnings_move_finds_nothing_to_move(obj, device):
+    assert _nothing_to_move(device)(obj) == (not lightning_would_move_something(obj, device))
+
+
+def logged_metric(**log_kwargs) -> _ResultMetric:
+    results = _ResultCollection(training=True)
+    results.log("training_step", "loss", torch.tensor(0.5), batch_size=4, **log_kwargs)
+    return results["training_step.loss"]
+
+
+def states(metric: _ResultMetric) -> dict:
+    return {name: getattr(metric, name) for name in metric._defaults}
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    when=st.sampled_from([(True, False), (False, True), (True, True)]),
+    reduce_fx=st.sampled_from(["mean", "sum", "max"]),
+)
+def test_a_logged_metric_on_its_device_holds_nothing_to_move_and_elsewhere_it_does(when, reduce_fx):
+    metric = logged_metric(on_step=when[0], on_epoch=when[1], reduce_fx=reduce_fx)
+    assert _nothing_to_move(CPU)(metric.__dict__)
+    assert not _nothing_to_move(META)(metric.__dict__)
+    moved = copy.deepcopy(metric)
+    _ResultMetric.to(moved, META)  # whichever `to` is installed: from CPU to meta it is always upstream's move
+    assert all(state.device == META for state in states(moved).values())
+    assert not lightning_would_move_something(moved.__dict__, META) and moved.meta == metric.meta
