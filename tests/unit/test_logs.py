@@ -3,7 +3,8 @@ Specification of `bionemo.example_model.logs`: the terminal gets the package's o
 file gets everything, `--verbose` puts everything on the terminal too, and a run that logs nothing writes no file.
 
 Logging and NeMo's logger are process-wide, so each case runs in a fresh interpreter (`speak`, below): the records a
-run of the CLI meets, in the order it meets them (the package's, Lightning's, a warning, then NeMo's once adopted).
+run of the CLI meets, in the order it meets them (the package's, Lightning's, a warning; NeMo's and Lightning's once
+adopted).
 """
 
 import subprocess
@@ -24,11 +25,12 @@ logging.getLogger("bionemo.example_model").info("ours: info")
 logging.getLogger("lightning.pytorch").info("lightning: info")
 logging.getLogger("megatron.core").error("megatron: error")
 warnings.warn("python: warning")
-logs.adopt_nemo_logging()
-logs.adopt_nemo_logging()  # a pipeline's next stage
+logs.adopt_framework_logging()
+logs.adopt_framework_logging()  # a pipeline's next stage
 from nemo.utils import logging as nemo_logging
 
 nemo_logging.info("nemo: info")
+logging.getLogger("lightning.pytorch.accelerators.cuda").info("lightning cuda: info")
 warnings.warn("python after nemo: warning")
 """
 
@@ -52,7 +54,15 @@ def verbose(tmp_path_factory) -> tuple[str, str]:
     return speak(tmp_path_factory.mktemp("verbose") / "out", "verbose")
 
 
-EVERY_MESSAGE = ("ours: info", "lightning: info", "megatron: error", "python: warning", "nemo: info", "python after")
+EVERY_MESSAGE = (
+    "ours: info",
+    "lightning: info",
+    "megatron: error",
+    "python: warning",
+    "nemo: info",
+    "lightning cuda: info",
+    "python after",
+)
 
 
 @pytest.mark.parametrize("message", EVERY_MESSAGE)
@@ -61,7 +71,9 @@ def test_the_log_file_keeps_every_message_once_quiet_or_verbose(quiet, verbose, 
     assert verbose[1].count(message) == 1, verbose[1]
 
 
-@pytest.mark.parametrize("message", ["lightning: info", "python: warning", "nemo: info", "python after"])
+@pytest.mark.parametrize(
+    "message", ["lightning: info", "python: warning", "nemo: info", "lightning cuda", "python after"]
+)
 def test_by_default_the_terminal_does_not_show_framework_chatter(quiet, message):
     assert message not in quiet[0], quiet[0]
 

@@ -116,7 +116,7 @@ def _train_stage(args: argparse.Namespace, stage: runs.Stage, make_config: Calla
     if not plan.train:
         assert plan.checkpoint is not None
         return plan.checkpoint
-    logs.adopt_nemo_logging()  # before train's imports, whose Megatron imports warn through NeMo's logger
+    logs.adopt_framework_logging()  # before train's imports, whose Megatron imports warn through NeMo's logger
     from bionemo.example_model.checkpoints import check_resumable
     from bionemo.example_model.train import train
 
@@ -163,7 +163,7 @@ def run_predict(args: argparse.Namespace, out: Path, finetune_ckpt: Path) -> dic
     if not plan.train:
         assert plan.result is not None
         return plan.result
-    logs.adopt_nemo_logging()
+    logs.adopt_framework_logging()
     from bionemo.example_model.config import ExampleFineTuneConfig
     from bionemo.example_model.report import plot_confusion_matrix, write_predictions_csv
     from bionemo.example_model.train import predict

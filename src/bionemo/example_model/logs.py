@@ -17,7 +17,7 @@ from typing import Sequence
 
 from bionemo.example_model.runs import global_rank
 
-__all__: Sequence[str] = ("LOG_NAME", "adopt_nemo_logging", "route")
+__all__: Sequence[str] = ("LOG_NAME", "adopt_framework_logging", "route")
 
 LOG_NAME = "bionemo-mnist.log"
 PACKAGE_LOGGER = "bionemo.example_model"
@@ -58,35 +58,40 @@ class _LogFile(logging.FileHandler):
 def route(out: Path, *, verbose: bool) -> None:
     """
     Send every Python log record and warning of this process to OUT/bionemo-mnist.log, and to the terminal as the
-    module says. Call once, early (before torch, NeMo or Lightning is imported), and `adopt_nemo_logging` before a
-    stage imports NeMo's side of the package: NeMo's logger prints to the terminal by itself.
+    module says. Call once, early (before torch, NeMo or Lightning is imported), and `adopt_framework_logging` before
+    a stage imports NeMo's side of the package: NeMo's and Lightning's loggers print to the terminal by themselves.
     """
     root = logging.getLogger()
     for handler, form in ((_Terminal(quiet=not verbose), _TERMINAL_FORMAT), (_LogFile(out / LOG_NAME), _FILE_FORMAT)):
         handler.setFormatter(logging.Formatter(form))
         root.addHandler(handler)
     root.setLevel(logging.INFO)
-    logging.captureWarnings(True)  # until NeMo's import replaces it with its own capture (see adopt_nemo_logging)
+    logging.captureWarnings(True)  # until NeMo's import replaces it with its own capture (see adopt_framework_logging)
     if not verbose:
         # Megatron's checkpoint writer spawns a fresh interpreter whose import of torch.cuda prints torch's pynvml
         # deprecation warning, which this process's own import has already logged; nothing else of ours runs there.
         os.environ["PYTHONWARNINGS"] = ",".join(filter(None, (os.environ.get("PYTHONWARNINGS"), _SPAWNED_NOISE)))
 
 
-def adopt_nemo_logging() -> None:
+def adopt_framework_logging() -> None:
     """
-    Give NeMo's logger (which does not propagate, prints on rank 0 by itself, and takes Python's warnings on import)
-    this run's routes: the log file always, and in place of its own printing unless --verbose. A no-op where `route`
-    did not run.
+    Give the framework loggers that print by themselves this run's routes instead: NeMo's (it does not propagate,
+    prints on rank 0 and takes Python's warnings on import) gets the log file always, and the terminal in place of its
+    own printing unless --verbose; the `lightning` package's console handler (`INFO: ...` on stderr, beside what its
+    records propagate to) is removed. Imports NeMo; a no-op where `route` did not run.
     """
     routes = [h for h in logging.getLogger().handlers if isinstance(h, (_Terminal, _LogFile))]
     if not routes:
         return
-    from nemo.utils import logging as nemo_logging
+    from nemo.utils import logging as nemo_logging  # imports lightning too
 
     nemo_logger = logging.getLogger("nemo_logger")
     if any(handler in nemo_logger.handlers for handler in routes):
         return  # adopted already (the pipeline's second stage)
+    lightning_logger = logging.getLogger("lightning")
+    for handler in list(lightning_logger.handlers):
+        if type(handler) is logging.StreamHandler:
+            lightning_logger.removeHandler(handler)
     quiet = any(isinstance(h, _Terminal) and h.quiet for h in routes)
     for handler in routes:
         if quiet or isinstance(handler, _LogFile):

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Issue 16, the `result_metric_to_same_device` bridge on one GPU, in one call (from the repo root, $OUT set,
+# wheelhouse/ built by `nox -s wheelhouse -- --python 3.12`):
+#   bash docs/results/h100/issue16/run-metric-bridge.sh
+# 1. the step benchmarks (raw and megatron, b128 and b8192) of this checkout, and summarize.py's ratios;
+# 2. `step_runner.py megatron --batch 128` with the bridge on and off (BIONEMO_BRIDGE_SKIP), alternating, 2 rounds,
+#    on the same warm GPU.
+set -uo pipefail
+: "${OUT:?set OUT to the folder for the results}"
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
+bash tools/install_wheelhouse.sh wheelhouse/ > /tmp/install.log 2>&1 || { tail -20 /tmp/install.log; exit 1; }
+nvidia-smi -L
+export PYTHONPATH=$PWD/src:/tmp/site PATH=/tmp/site/bin:$PATH
+python3 -c "from bionemo.example_model.mnist_files import ensure_mnist as e; e('/tmp/mnist', allow_download=False)"
+el installed
+mkdir -p benchmarks/results
+pytest benchmarks/test_step_bench.py -p no:cacheprovider --basetemp=/tmp/pb-$$ \
+  --benchmark-json benchmarks/results/benchmark.json > "$OUT/bench.log" 2>&1; echo "pytest rc=$?" >> "$OUT/bench.log"
+python3 benchmarks/summarize.py >> "$OUT/bench.log" 2>&1
+cp benchmarks/results/latest.json "$OUT/bench-latest.json" 2>/dev/null
+el "bench: $(grep -E 'passed|failed' "$OUT/bench.log" | tail -1)"
+grep -A12 '"ratios"' "$OUT/bench-latest.json"
+for round in 1 2; do
+  for bridge in on off; do
+    skip=""; [ "$bridge" = off ] && skip=result_metric_to_same_device
+    rm -rf /tmp/ab-run
+    BIONEMO_BRIDGE_SKIP=$skip python3 benchmarks/step_runner.py megatron --batch 128 --steps 300 --warmup 30 \
+      --accelerator gpu --data-dir /tmp/mnist --out "$OUT/ab-$bridge-$round.json" --run-dir /tmp/ab-run \
+      > "$OUT/ab-$bridge-$round.log" 2>&1
+    python3 -c "import json; d = json.load(open('$OUT/ab-$bridge-$round.json')); print('$bridge', $round, 'median', round(d['median_ms'], 2), 'min', round(d['min_ms'], 2))"
+  done
+done
+el done
