@@ -3,8 +3,8 @@
 * Resuming: `bionemo-mnist pretrain --steps 10`, then the same command with `--steps 20` and the same `--out`,
   continues at step 10 and ends with the weights and Adam state (moments and step) of an uninterrupted 20-step run
   (two ranks; one rank does 7 -> 14 -> 20, resuming twice), with or without Megatron's distributed optimizer, and
-  also after a run killed in the middle of a checkpoint save: bit for bit in the `bitwise` tests (`nox -s bitwise`),
-  up to a rare resume rounding in `nox -s tests` (see support.records.RESUME_ATOL). A distributed-optimizer run
+  also after a run killed in the middle of a checkpoint save: bit for bit (the `bitwise` tests), and, so that a
+  failure tells a rounding from a lost Adam state, up to support.records.RESUME_ATOL. A distributed-optimizer run
   stopped on two ranks and resumed on one continues from its Adam state.
 * Splitting the global batch of 128 images as 2 ranks x 64, 1 rank x 128, 1 rank x 4 accumulated microbatches
   of 32, or 2 ranks x 4 x 16 with Megatron's distributed optimizer gives the same per-step loss, validation loss

@@ -13,13 +13,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from support.processes import Run
 
-# A resumed run is meant to be bit-identical to the uninterrupted run, and mostly is. But now and then a resumed
-# process rounds one step differently, some steps after the resume (in one CI run: the loss at step 15 of a 10 -> 20
-# resume, one float32 ulp off; on 2 x H100, one distributed-optimizer resume in six), and ends up to 1.9e-6 away. Where
-# it was caught on CPU, one OpenMP thread's square root in Adam matched MKL's reduced-accuracy one; why is not known
-# (README, issue 14). So the `bitwise` tests, which state the property, run in their own session (`nox -s bitwise`),
-# and the other resume tests check up to that rounding: 1e-5 is 5x the largest such drift seen and 1/100 of one Adam
-# step (lr 1e-3), so a resume that restarts Adam's moments or step, or skips or repeats samples, still fails.
+# A resumed run is bit-identical to the uninterrupted run (the `bitwise` tests). Before `train()` made its first MKL
+# call on the main thread, a resumed CPU process now and then rounded one step differently (one OpenMP thread's
+# square root in Adam matched MKL's reduced-accuracy one) and ended up to 1.9e-6 away; on 2 x H100, one
+# distributed-optimizer resume in six still does (README, issue 14). The other resume tests check up to that rounding,
+# so that a failure says which it is: 1e-5 is 5x the largest such drift seen and 1/100 of one Adam step (lr 1e-3), so
+# a resume that restarts Adam's moments or step, or skips or repeats samples, fails those too.
 RESUME_RTOL, RESUME_ATOL = 1e-5, 1e-5
 
 
