@@ -164,11 +164,9 @@ def restored_checkpoint(result: "Run") -> Path:
     from bionemo.example_model.logs import LOG_NAME
 
     out = Path(result.cmd[result.cmd.index("--out") + 1])
-    said = re.findall(
-        rf"^\S+ \S+ pid {result.pid} \S+ INFO Restoring states from the checkpoint path at (\S+)$",
-        (out / LOG_NAME).read_text(),
-        flags=re.MULTILINE,
-    )
+    this_run = [line for line in (out / LOG_NAME).read_text().splitlines() if f" pid {result.pid} " in line]
+    restoring = re.compile(r"Restoring states from the checkpoint path at (\S+)$")
+    said = [m[1] for line in this_run if (m := restoring.search(line))]
     assert len(said) == 1, (said, result.describe())
     path = Path(said[0])
     assert path.name == "weights", path

@@ -20,6 +20,8 @@ import logging, sys, warnings
 from pathlib import Path
 from bionemo.example_model import logs
 
+if sys.argv[3] == "lightning-first":  # as a caller of cli.main that imported Lightning itself
+    import lightning.pytorch
 logs.route(Path(sys.argv[1]), verbose=sys.argv[2] == "verbose")
 logging.getLogger("bionemo.example_model").info("ours: info")
 logging.getLogger("lightning.pytorch").info("lightning: info")
@@ -28,17 +30,21 @@ warnings.warn("python: warning")
 logs.adopt_framework_logging()
 logs.adopt_framework_logging()  # a pipeline's next stage
 from nemo.utils import logging as nemo_logging
+from nemo.utils.mcore_logger import add_handlers_to_mcore_logger
 
 nemo_logging.info("nemo: info")
 logging.getLogger("lightning.pytorch.accelerators.cuda").info("lightning cuda: info")
 warnings.warn("python after nemo: warning")
+add_handlers_to_mcore_logger()  # what each stage's NeMoLogger.setup does: megatron.core stops propagating
+logging.getLogger("megatron.core.optimizer").info("megatron after setup: info")
+logging.getLogger("megatron.core.optimizer").error("megatron after setup: error")
 """
 
 
-def speak(out: Path, mode: str) -> tuple[str, str]:
+def speak(out: Path, mode: str, order: str = "route-first") -> tuple[str, str]:
     """Run SPEAK; its terminal output (stdout + stderr) and the log file's text ('' where there is none)."""
     proc = subprocess.run(
-        [sys.executable, "-c", SPEAK, str(out), mode], capture_output=True, text=True, timeout=300, check=True
+        [sys.executable, "-c", SPEAK, str(out), mode, order], capture_output=True, text=True, timeout=300, check=True
     )
     log = out / LOG_NAME
     return proc.stdout + proc.stderr, log.read_text() if log.exists() else ""
@@ -62,6 +68,8 @@ EVERY_MESSAGE = (
     "nemo: info",
     "lightning cuda: info",
     "python after",
+    "megatron after setup: info",
+    "megatron after setup: error",
 )
 
 
@@ -78,7 +86,7 @@ def test_by_default_the_terminal_does_not_show_framework_chatter(quiet, message)
     assert message not in quiet[0], quiet[0]
 
 
-@pytest.mark.parametrize("message", ["ours: info", "megatron: error"])
+@pytest.mark.parametrize("message", ["ours: info", "megatron: error", "megatron after setup: error"])
 def test_by_default_the_terminal_shows_the_packages_lines_and_every_error(quiet, message):
     assert quiet[0].count(message) == 1, quiet[0]
 
@@ -91,6 +99,17 @@ def test_by_default_the_terminal_says_once_where_the_framework_messages_went(qui
 @pytest.mark.parametrize("message", EVERY_MESSAGE)
 def test_verbose_shows_every_message_on_the_terminal_once(verbose, message):
     assert verbose[0].count(message) == 1, verbose[0]
+
+
+@pytest.fixture(scope="module")
+def lightning_first(tmp_path_factory) -> tuple[str, str]:
+    return speak(tmp_path_factory.mktemp("lightning-first") / "out", "quiet", "lightning-first")
+
+
+@pytest.mark.parametrize("message", ["lightning: info", "lightning cuda: info"])
+def test_lightning_imported_before_the_routes_still_goes_to_the_log_file_only(lightning_first, message):
+    terminal, log = lightning_first
+    assert log.count(message) == 1 and message not in terminal, (terminal, log)
 
 
 def test_a_run_that_logs_nothing_leaves_no_log_file(tmp_path):

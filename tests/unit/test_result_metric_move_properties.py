@@ -9,6 +9,7 @@ move leaves it.
 import copy
 import dataclasses
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,6 +18,7 @@ from lightning_utilities.core.apply_func import apply_to_collection
 from torchmetrics import Metric
 from torchmetrics.aggregation import MeanMetric
 
+from bionemo.example_model.bridges import all_devices
 from bionemo.example_model.bridges.all_devices import _nothing_to_move
 
 CPU, META = torch.device("cpu"), torch.device("meta")
@@ -77,3 +79,39 @@ def test_a_logged_metric_on_its_device_holds_nothing_to_move_and_elsewhere_it_do
     _ResultMetric.to(moved, META)  # whichever `to` is installed: from CPU to meta it is always upstream's move
     assert all(state.device == META for state in states(moved).values())
     assert not lightning_would_move_something(moved.__dict__, META) and moved.meta == metric.meta
+
+
+UPSTREAM_TO = getattr(_ResultMetric.to, "__wrapped__", _ResultMetric.to)  # Lightning's, even if patched here already
+
+
+def same_tensor_fields(a: _ResultMetric, b: _ResultMetric) -> bool:
+    """The two metrics' states, on the same device with the same dtype and shape, and equal values off `meta`."""
+    for name in a._defaults:
+        x, y = getattr(a, name), getattr(b, name)
+        if (x.device, x.dtype, x.shape) != (y.device, y.dtype, y.shape):
+            return False
+        if x.device != META and not torch.equal(x, y):
+            return False
+    return True
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    when=st.sampled_from([(True, False), (False, True), (True, True)]),
+    reduce_fx=st.sampled_from(["mean", "sum", "max"]),
+    device=st.sampled_from([CPU, META]),
+)
+def test_with_the_bridge_a_logged_metric_ends_as_upstreams_move_leaves_it_and_stays_itself_in_place(
+    when, reduce_fx, device
+):
+    metric = logged_metric(on_step=when[0], on_epoch=when[1], reduce_fx=reduce_fx)
+    upstream = copy.deepcopy(metric)
+    UPSTREAM_TO(upstream, device)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_ResultMetric, "to", _ResultMetric.to)  # put back when the context ends
+        all_devices._result_metric_to_same_device()
+        bridged = copy.deepcopy(metric)
+        meta = bridged.meta
+        assert bridged.to(device) is bridged
+    assert same_tensor_fields(bridged, upstream) and bridged.meta == upstream.meta
+    assert (bridged.meta is meta) == (device == CPU)  # kept in place where it is; moved (upstream's copy) elsewhere

@@ -27,7 +27,7 @@ DEFAULT_OUT = Path("results") / "mnist"
 
 
 def _add_common(p: argparse.ArgumentParser, steps_flags: dict[str, int]) -> None:
-    """The command's steps flags, every `TrainOptions` field that is a flag (options.py), and --out/--restart."""
+    """The command's steps flags, every `TrainOptions` field that is a flag (options.py), --out/--restart/--verbose."""
     for flag, default in steps_flags.items():
         p.add_argument(flag, type=positive_int, default=default, help=f"optimizer steps (default {default})")
     for option in command_line_options():
@@ -218,12 +218,12 @@ def _write_summary(args: argparse.Namespace, outcome: dict[str, Any], start: flo
     from bionemo.example_model.report import plot_loss_curves, write_json
 
     out: Path = args.out
-    logs = {s: out / s / "csv" / "metrics.csv" for s in ("pretrain", "finetune")}
-    plot_loss_curves(logs, out / "loss_curves.png")
+    metrics = {s: out / s / "csv" / "metrics.csv" for s in ("pretrain", "finetune")}
+    plot_loss_curves(metrics, out / "loss_curves.png")
     summary = {
         **outcome,
         "loss_curves": str(out / "loss_curves.png"),
-        "logs": {s: str(path) for s, path in logs.items()},
+        "logs": {s: str(path) for s, path in metrics.items()},
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "wall_seconds": round(time.time() - start, 1),
     }

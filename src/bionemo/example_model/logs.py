@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, TextIO
 
 from bionemo.example_model.runs import global_rank
 
@@ -30,6 +30,11 @@ _SPAWNED_NOISE = "ignore::FutureWarning:torch.cuda"
 logger = logging.getLogger(PACKAGE_LOGGER)
 
 
+# Lightning's package loggers: each gets a console handler of its own (and stops propagating) when imported before the
+# root logger has a handler; `lightning` always adds one.
+_LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric", "pytorch_lightning")
+
+
 class _Terminal(logging.StreamHandler):
     """stderr; when `quiet`, only this package's records and errors."""
 
@@ -37,50 +42,69 @@ class _Terminal(logging.StreamHandler):
         super().__init__(sys.stderr)
         self.quiet = quiet
 
-    def filter(self, record: logging.LogRecord) -> bool:  # noqa: A003
+    def filter(self, record: logging.LogRecord) -> bool:
         ours = record.name == PACKAGE_LOGGER or record.name.startswith(PACKAGE_LOGGER + ".")
         return not self.quiet or ours or record.levelno >= logging.ERROR
 
 
 class _LogFile(logging.FileHandler):
-    """
-    OUT/bionemo-mnist.log, appended to; opened at the first record, so that a run that says nothing (one with
-    nothing to do, or refused) leaves no trace."""
+    """OUT/bionemo-mnist.log, appended to; opened at the first record, so that a run with nothing to do leaves none."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path, encoding="utf-8", delay=True)
 
-    def _open(self):
+    def _open(self) -> TextIO:
         Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
         return super()._open()
+
+
+def _lightning_loggers_propagate() -> None:
+    for name in _LIGHTNING_LOGGERS:
+        lightning_logger = logging.getLogger(name)
+        for handler in list(lightning_logger.handlers):
+            if type(handler) is logging.StreamHandler:
+                lightning_logger.removeHandler(handler)
+        lightning_logger.propagate = True
+
+
+def _routes() -> list[logging.Handler]:
+    return [h for h in logging.getLogger().handlers if isinstance(h, (_Terminal, _LogFile))]
 
 
 def route(out: Path, *, verbose: bool) -> None:
     """
     Send every Python log record and warning of this process to OUT/bionemo-mnist.log, and to the terminal as the
-    module says. Call once, early (before torch, NeMo or Lightning is imported), and `adopt_framework_logging` before
-    a stage imports NeMo's side of the package: NeMo's and Lightning's loggers print to the terminal by themselves.
+    module says (in place of any earlier `route`). Call early, before torch, NeMo or Lightning is imported, and
+    `adopt_framework_logging` before a stage imports NeMo's side of the package: NeMo's and Lightning's loggers print
+    to the terminal by themselves.
     """
     root = logging.getLogger()
+    for handler in _routes():
+        root.removeHandler(handler)
+        handler.close()
     for handler, form in ((_Terminal(quiet=not verbose), _TERMINAL_FORMAT), (_LogFile(out / LOG_NAME), _FILE_FORMAT)):
         handler.setFormatter(logging.Formatter(form))
         root.addHandler(handler)
     root.setLevel(logging.INFO)
+    _lightning_loggers_propagate()  # where Lightning was imported first
     logging.captureWarnings(True)  # until NeMo's import replaces it with its own capture (see adopt_framework_logging)
-    if not verbose:
+    filters = os.environ.get("PYTHONWARNINGS", "")
+    if not verbose and _SPAWNED_NOISE not in filters.split(","):
         # Megatron's checkpoint writer spawns a fresh interpreter whose import of torch.cuda prints torch's pynvml
-        # deprecation warning, which this process's own import has already logged; nothing else of ours runs there.
-        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, (os.environ.get("PYTHONWARNINGS"), _SPAWNED_NOISE)))
+        # deprecation warning, which this process has logged already. Every process this one starts inherits the
+        # filter: in the ranks > 0, NeMo's warning capture then drops every FutureWarning (rank 0 logs them).
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, (filters, _SPAWNED_NOISE)))
 
 
 def adopt_framework_logging() -> None:
     """
-    Give the framework loggers that print by themselves this run's routes instead: NeMo's (it does not propagate,
-    prints on rank 0 and takes Python's warnings on import) gets the log file always, and the terminal in place of its
-    own printing unless --verbose; the `lightning` package's console handler (`INFO: ...` on stderr, beside what its
-    records propagate to) is removed. Imports NeMo; a no-op where `route` did not run.
+    Give the framework loggers that print by themselves this run's routes instead. NeMo's logger (it does not
+    propagate, prints on rank 0 and takes Python's warnings on import) gets the log file always, and the terminal in
+    place of its own printing unless --verbose; the routes also join NeMo's handler set, which each stage's NeMoLogger
+    gives Megatron's logger (and stops it propagating). Lightning's loggers lose their console handlers and propagate.
+    Imports NeMo; a no-op where `route` did not run.
     """
-    routes = [h for h in logging.getLogger().handlers if isinstance(h, (_Terminal, _LogFile))]
+    routes = _routes()
     if not routes:
         return
     from nemo.utils import logging as nemo_logging  # imports lightning too
@@ -88,14 +112,13 @@ def adopt_framework_logging() -> None:
     nemo_logger = logging.getLogger("nemo_logger")
     if any(handler in nemo_logger.handlers for handler in routes):
         return  # adopted already (the pipeline's second stage)
-    lightning_logger = logging.getLogger("lightning")
-    for handler in list(lightning_logger.handlers):
-        if type(handler) is logging.StreamHandler:
-            lightning_logger.removeHandler(handler)
+    _lightning_loggers_propagate()
     quiet = any(isinstance(h, _Terminal) and h.quiet for h in routes)
     for handler in routes:
         if quiet or isinstance(handler, _LogFile):
             nemo_logger.addHandler(handler)
+            # NeMoLogger.setup (nemo.utils.mcore_logger.add_handlers_to_mcore_logger) gives this set to megatron.core
+            nemo_logging._handlers[f"bionemo_example_model_{type(handler).__name__}"] = handler
     if quiet:
         nemo_logging.remove_stream_handlers()
         if global_rank() == 0:

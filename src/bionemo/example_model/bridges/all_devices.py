@@ -1,13 +1,15 @@
 """
-The all-device patches: upstream NeMo / Megatron breakage that is not about CUDA, installed for every run.
+The all-device patches: upstream NeMo / Megatron / Lightning breakage (and one Lightning slowness) that is not about
+CUDA, installed for every run.
 
 Each names the upstream file and symptom and has a canary in tests/unit/test_bridges.py.
 """
 
+import functools
 import sys
 import types
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from bionemo.example_model.bridges.registry import PatchSet
 
@@ -229,6 +231,7 @@ def _distributed_optimizer_step_per_param() -> None:
     DistributedOptimizer.load_state_dict = load_state_dict
 
 
+@functools.lru_cache(maxsize=8)  # one per device a run logs on
 def _nothing_to_move(device: "torch.device") -> Callable[[object], bool]:
     """
     A test of whether `apply_to_collection(obj, (Tensor, Metric), move_data_to_device, device)`, Lightning's move of
@@ -274,7 +277,8 @@ def _result_metric_to_same_device() -> None:
 
     original = _ResultMetric.to
 
-    def to(self, *args, **kwargs):
+    @functools.wraps(original)
+    def to(self: _ResultMetric, *args: Any, **kwargs: Any) -> _ResultMetric:
         if not kwargs and len(args) == 1 and isinstance(args[0], torch.device):
             if _nothing_to_move(args[0])(self.__dict__):
                 return self
