@@ -28,7 +28,9 @@ logging.getLogger("lightning.pytorch").info("lightning: info")
 logging.getLogger("megatron.core").error("megatron: error")
 warnings.warn("python: warning")
 logs.adopt_framework_logging()
+logs.start_log_file()  # the stage's checks passed
 logs.adopt_framework_logging()  # a pipeline's next stage
+logs.start_log_file()
 from nemo.utils import logging as nemo_logging
 from nemo.utils.mcore_logger import add_handlers_to_mcore_logger
 
@@ -112,7 +114,11 @@ def test_lightning_imported_before_the_routes_still_goes_to_the_log_file_only(li
     assert log.count(message) == 1 and message not in terminal, (terminal, log)
 
 
-def test_a_run_that_logs_nothing_leaves_no_log_file(tmp_path):
-    code = f"import pathlib, bionemo.example_model.logs as l; l.route(pathlib.Path({str(tmp_path)!r}), verbose=False)"
+def test_records_before_a_stage_starts_stay_in_memory_so_a_refused_run_writes_nothing(tmp_path):
+    code = (
+        "import logging, pathlib, bionemo.example_model.logs as l; "
+        f"l.route(pathlib.Path({str(tmp_path / 'out')!r}), verbose=False); "
+        "logging.getLogger('lightning.pytorch').warning('a warning before a refusal')"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
-    assert not (tmp_path / LOG_NAME).exists()
+    assert not (tmp_path / "out").exists()

@@ -125,6 +125,7 @@ def _train_stage(args: argparse.Namespace, stage: runs.Stage, make_config: Calla
     opts.check()  # before anything of the stage is written
     # before the record changes: a refused run leaves the folder as it was
     check_resumable(stage.stage_dir, opts.use_distributed_optimizer)
+    logs.start_log_file()
     stage.begin()
     ckpt = train(make_config(), opts, stage.stage_dir, stage.name)
     stage.finish(ckpt)
@@ -169,6 +170,7 @@ def run_predict(args: argparse.Namespace, out: Path, finetune_ckpt: Path) -> dic
     from bionemo.example_model.train import predict
 
     config = ExampleFineTuneConfig(initial_ckpt_path=str(finetune_ckpt))
+    logs.start_log_file()
     stage.begin()
     preds = predict(config, _options(args, 1))
     result = {

@@ -17,7 +17,7 @@ from typing import Sequence, TextIO
 
 from bionemo.example_model.runs import global_rank
 
-__all__: Sequence[str] = ("LOG_NAME", "adopt_framework_logging", "route")
+__all__: Sequence[str] = ("LOG_NAME", "adopt_framework_logging", "route", "start_log_file")
 
 LOG_NAME = "bionemo-mnist.log"
 PACKAGE_LOGGER = "bionemo.example_model"
@@ -48,10 +48,24 @@ class _Terminal(logging.StreamHandler):
 
 
 class _LogFile(logging.FileHandler):
-    """OUT/bionemo-mnist.log, appended to; opened at the first record, so that a run with nothing to do leaves none."""
+    """
+    OUT/bionemo-mnist.log, appended to. Records wait in memory until a stage starts (`start_log_file`), so that a run
+    refused before it trains, or one with nothing to do, writes nothing (not even OUT)."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path, encoding="utf-8", delay=True)
+        self.pending: list[logging.LogRecord] | None = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.pending is not None:
+            self.pending.append(record)
+        else:
+            super().emit(record)
+
+    def start(self) -> None:
+        pending, self.pending = self.pending or [], None
+        for record in pending:
+            super().emit(record)
 
     def _open(self) -> TextIO:
         Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
@@ -74,9 +88,9 @@ def _routes() -> list[logging.Handler]:
 def route(out: Path, *, verbose: bool) -> None:
     """
     Send every Python log record and warning of this process to OUT/bionemo-mnist.log, and to the terminal as the
-    module says (in place of any earlier `route`). Call early, before torch, NeMo or Lightning is imported, and
-    `adopt_framework_logging` before a stage imports NeMo's side of the package: NeMo's and Lightning's loggers print
-    to the terminal by themselves.
+    module says (in place of any earlier `route`). Call early, before torch, NeMo or Lightning is imported;
+    `adopt_framework_logging` before a stage imports NeMo's side of the package (NeMo's and Lightning's loggers print
+    to the terminal by themselves), and `start_log_file` once the stage's checks have passed.
     """
     root = logging.getLogger()
     for handler in _routes():
@@ -94,6 +108,13 @@ def route(out: Path, *, verbose: bool) -> None:
         # deprecation warning, which this process has logged already. Every process this one starts inherits the
         # filter: in the ranks > 0, NeMo's warning capture then drops every FutureWarning (rank 0 logs them).
         os.environ["PYTHONWARNINGS"] = ",".join(filter(None, (filters, _SPAWNED_NOISE)))
+
+
+def start_log_file() -> None:
+    """Write the records so far to OUT/bionemo-mnist.log, and the next ones as they come: a stage is starting."""
+    for handler in _routes():
+        if isinstance(handler, _LogFile):
+            handler.start()
 
 
 def adopt_framework_logging() -> None:
