@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence, TypedDict
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from bionemo.core import BIONEMO_CACHE_DIR
 from bionemo.core.data.multi_epoch_dataset import (
@@ -148,24 +149,38 @@ class MnistResampler(MultiEpochDatasetResampler[MnistItem]):
         self._cached_epoch, self._cached_order = -1, torch.empty(0, dtype=torch.long)
 
     def _epoch_order(self, epoch: int) -> Tensor:
-        """Split positions of one epoch in sample order, computed once per epoch (a batch is then one lookup)."""
+        """
+        Split positions of one epoch in sample order, computed once per epoch and kept on the split's device (so a
+        batch's positions are a slice or gather there, never a host-to-device copy)."""
         if epoch != self._cached_epoch:
             n = len(self.dataset)
             span = torch.arange(epoch * n, min((epoch + 1) * n, len(self)), dtype=torch.long)
-            self._cached_epoch, self._cached_order = epoch, resampler_epoch_indices(self, span)[1]
+            order = resampler_epoch_indices(self, span)[1]
+            self._cached_epoch, self._cached_order = epoch, order.to(self.dataset.dataset.labels.device)
         return self._cached_order
 
-    def __getitems__(self, indices: list[int]) -> MnistItem:  # noqa: D105
-        index = torch.as_tensor(indices, dtype=torch.long)
-        if index.numel() and (index.min() < 0 or index.max() >= len(self)):
+    def __getitems__(self, indices: Sequence[int]) -> MnistItem:  # noqa: D105
+        index = np.fromiter(indices, dtype=np.int64, count=len(indices))  # a third of torch.as_tensor's cost
+        if index.size and (index.min() < 0 or index.max() >= len(self)):
             raise IndexError(f"Index out of bounds for dataset of length {len(self)}.")
         n = len(self.dataset)
-        epochs, local = index.div(n, rounding_mode="floor"), index.remainder(n)
-        idx = torch.empty_like(local)
-        for epoch in epochs.unique().tolist():  # one epoch per batch, two at an epoch boundary
-            mask = epochs == epoch
-            idx[mask] = self._epoch_order(epoch).index_select(0, local[mask])
-        return self.dataset.get_batch((epochs, idx))
+        epochs, local = np.divmod(index, n)
+        if index.size and index[-1] - index[0] == index.size - 1 and (np.diff(index) == 1).all():
+            # A run of consecutive samples (every batch of Megatron's pretraining sampler, on every rank): slices of
+            # one epoch's order, or two at an epoch boundary; no per-item work on the host.
+            start, stop = int(index[0]), int(index[-1]) + 1
+            runs = range(start // n, (stop - 1) // n + 1)
+            parts = [self._epoch_order(e)[max(start - e * n, 0) : min(stop - e * n, n)] for e in runs]
+            positions = parts[0] if len(parts) == 1 else torch.cat(parts)
+        else:
+            positions = torch.empty(index.size, dtype=torch.long, device=self.dataset.dataset.labels.device)
+            for epoch in np.unique(epochs).tolist():
+                here = epochs == epoch
+                where, local_here = (
+                    torch.from_numpy(a).to(positions.device) for a in (np.flatnonzero(here), local[here])
+                )
+                positions[where] = self._epoch_order(epoch).index_select(0, local_here)
+        return self.dataset.get_batch((torch.from_numpy(epochs), positions))
 
 
 class PaddedEvalDataset(Dataset[MnistItem]):
