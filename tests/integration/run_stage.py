@@ -13,6 +13,11 @@ With $BIONEMO_TEST_DIE_IN_SAVE_AT_STEP=N, the process dies (exit code 17, no cle
 first checkpoint save made at global step N, right after the weights are written and before NeMo writes the
 checkpoint's context/ and clears its "unfinished" marker: a crash in the middle of a save.
 
+With $BIONEMO_TEST_NEMO_PROGRESS_PRINTER set, the stage shows NeMo's `ProgressPrinter` (every `--log-every-n-steps`,
+as the package did before issue 16) instead of the package's `StepProgress`, and the process prints the names of
+the bridges it installed when it ends: with `BIONEMO_BRIDGE_SKIP=result_metric_to_same_device`, that is the step
+with its old per-step metric reads and copies.
+
 The equivalence and resume tests compare the loss of every step, and the CLI logs every 50 by default (a CSV row and
 a progress line): with $BIONEMO_TEST_LOG_EVERY_N_STEPS set, `--log-every-n-steps` with that value is added to the
 command (one env dict serves every fixture's run; logging does not touch the numbers).
@@ -59,6 +64,24 @@ def _die_in_save_at_step(step: int) -> None:
     pl.Trainer.save_checkpoint = save_then_die
 
 
+def _use_nemo_progress_printer() -> None:
+    from bionemo.example_model import logs
+
+    adopt = logs.adopt_framework_logging
+
+    def adopt_then_patch() -> None:  # the CLI calls it right before importing train (and NeMo)
+        adopt()
+        from nemo.lightning.pytorch.callbacks.progress_printer import ProgressPrinter
+
+        from bionemo.example_model import train
+
+        train._progress = lambda opts, name: [
+            ProgressPrinter(log_interval=opts.log_every_n_steps, skip_accumulate_metrics=["global_step"])
+        ]
+
+    logs.adopt_framework_logging = adopt_then_patch
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] != "cli":
         print(__doc__, file=sys.stderr)
@@ -68,10 +91,18 @@ def main(argv: list[str]) -> int:
 
     if step := os.environ.get("BIONEMO_TEST_DIE_IN_SAVE_AT_STEP"):
         _die_in_save_at_step(int(step))
+    old_progress = bool(os.environ.get("BIONEMO_TEST_NEMO_PROGRESS_PRINTER"))
+    if old_progress:
+        _use_nemo_progress_printer()
     args = argv[1:]
     if every := os.environ.get("BIONEMO_TEST_LOG_EVERY_N_STEPS"):
         args = [*args, "--log-every-n-steps", every]
-    return cli.main(args)
+    code = cli.main(args)
+    if old_progress:
+        from bionemo.example_model.bridges import installed
+
+        print(f"run_stage: bridges installed: {','.join(installed())}", flush=True)
+    return code
 
 
 if __name__ == "__main__":

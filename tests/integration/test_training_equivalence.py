@@ -6,6 +6,8 @@
   also after a run killed in the middle of a checkpoint save: bit for bit (the `bitwise` tests), and, so that a
   failure tells a rounding from a lost Adam state, up to support.records.RESUME_ATOL. A distributed-optimizer run
   stopped on two ranks and resumed on one continues from its Adam state.
+* The step as it was before issue 16 (NeMo's ProgressPrinter reading every metric every step, Lightning copying every
+  logged metric) trains bit for bit the same losses, weights and Adam state as the step now.
 * Splitting the global batch of 128 images as 2 ranks x 64, 1 rank x 128, 1 rank x 4 accumulated microbatches
   of 32, or 2 ranks x 4 x 16 with Megatron's distributed optimizer gives the same per-step loss, validation loss
   and final weights, up to float summation order.
@@ -23,6 +25,7 @@ import pytest
 import torch
 from run_stage import DIED_IN_SAVE
 
+from bionemo.example_model.bridges.registry import SKIP_ENV
 from bionemo.example_model.checkpoints import is_checkpoint
 from support.cli_args import PRETRAIN_STEPS, VAL_CHECK_INTERVAL, run_stage_cli
 from support.processes import Run, run
@@ -322,6 +325,41 @@ def test_a_run_killed_mid_save_resumes_to_bitwise_the_weights_of_the_uninterrupt
     succeeded(case.resumed)
     assert_same_losses(case.run_dir, split_runs(split), range(VAL_CHECK_INTERVAL, PRETRAIN_STEPS))
     assert_same_training_state(last_checkpoint(case.run_dir), last_checkpoint(split_runs(split)))
+
+
+# The step as it was before issue 16: NeMo's ProgressPrinter turned every logged metric into a Python number every
+# step, and Lightning copied each logged metric on every `log` (no `result_metric_to_same_device` bridge).
+# run_stage.py puts the printer back; the switch takes the bridge off.
+OLD_STEP_ENV = {**PER_STEP_LOGS, "BIONEMO_TEST_NEMO_PROGRESS_PRINTER": "1", SKIP_ENV: "result_metric_to_same_device"}
+
+
+@pytest.fixture(scope="session")
+def old_step_run(tmp_path_factory, mnist_root) -> tuple[Run, Path]:
+    """The reference split's 20 steps with the old per-step reads and copies: (the run, its `pretrain/` dir)."""
+    out = tmp_path_factory.mktemp("old-step") / "out"
+    args = pretrain_cli_args(out, mnist_root, PRETRAIN_STEPS, SPLITS[REFERENCE_SPLIT])
+    return succeeded(run([*run_stage_cli(), *args], env=OLD_STEP_ENV)), out / "pretrain"
+
+
+@pytest.mark.slow
+def test_the_old_step_ran_with_nemos_progress_printer_and_without_the_log_bridge(old_step_run):
+    result, _ = old_step_run
+    assert f"iteration {PRETRAIN_STEPS - 1}/{PRETRAIN_STEPS - 1}" in result.stdout, result.describe()
+    installed = result.stdout.split("run_stage: bridges installed: ")[1].split()[0].split(",")
+    assert "result_metric_to_same_device" not in installed and "distributed_optimizer_step_per_param" in installed
+
+
+@pytest.mark.slow
+@pytest.mark.bitwise
+def test_the_step_without_its_old_per_step_metric_reads_trains_bitwise_the_same(old_step_run, split_runs):
+    """Issue 16's progress display and log bridge change when metrics are read and copied, never what is computed."""
+    _, run_dir = old_step_run
+    reference = split_runs(REFERENCE_SPLIT)
+    assert_same_losses(run_dir, reference, range(PRETRAIN_STEPS))
+    assert metric_by_step(run_dir / "csv" / "metrics.csv", "val_loss") == metric_by_step(
+        reference / "csv" / "metrics.csv", "val_loss"
+    )
+    assert_same_training_state(last_checkpoint(run_dir), last_checkpoint(reference))
 
 
 @pytest.mark.slow
