@@ -6,6 +6,7 @@ mappings, lists, tuples, dataclasses and leaves; and a real logged metric, kept 
 move leaves it.
 """
 
+import collections
 import copy
 import dataclasses
 
@@ -30,7 +31,16 @@ class Holder:
     second: object = None
 
 
-LEAVES = st.sampled_from([True, 3, 2.5, "text", None, CPU, torch.float32, len])
+Pair = collections.namedtuple("Pair", "first second")
+
+
+class Text(str):
+    pass
+
+
+# Leaves include what the search does not enter: a dataclass *class*, a str subclass, a set holding a tensor.
+IN_A_SET = frozenset({torch.zeros(1, device=META)})
+LEAVES = st.sampled_from([True, 3, 2.5, "text", Text("sub"), None, CPU, torch.float32, len, Holder, IN_A_SET])
 TENSORS = st.sampled_from([CPU, META]).map(lambda device: torch.zeros(2, device=device))
 NESTED = st.recursive(
     LEAVES | TENSORS | st.just(MeanMetric()),
@@ -38,6 +48,8 @@ NESTED = st.recursive(
         st.lists(inner, max_size=3)
         | st.lists(inner, max_size=3).map(tuple)
         | st.dictionaries(st.sampled_from("abc"), inner, max_size=3)
+        | st.dictionaries(st.sampled_from("abc"), inner, max_size=3).map(collections.OrderedDict)
+        | st.builds(Pair, inner, inner)
         | st.builds(Holder, inner, inner)
     ),
     max_leaves=8,

@@ -244,20 +244,42 @@ def _nothing_to_move(device: "torch.device") -> Callable[[object], bool]:
     import torch
     from torchmetrics import Metric
 
-    leaves = (bool, int, float, str, bytes, type(None), torch.device, torch.dtype)  # the common case, checked first
+    kinds: dict[type, str] = {}  # what the search does with an object, which its type decides; filled as met
+
+    def kind_of(cls: type) -> str:
+        # In apply_to_collection's order: the types it moves, then the containers it searches.
+        if issubclass(cls, torch.Tensor):
+            return "tensor"
+        if issubclass(cls, Metric):
+            return "metric"
+        if issubclass(cls, Mapping):
+            return "mapping"
+        if issubclass(cls, AnySequence) and not issubclass(cls, str):
+            return "sequence"
+        if dataclasses.is_dataclass(cls) and not issubclass(cls, type):
+            return "dataclass"
+        return "leaf"
 
     def nothing_to_move(obj: object) -> bool:
-        if type(obj) in leaves:
+        # A `_ResultMetric.__dict__` holds ~70 objects and this runs on every `self.log`: one lookup per object.
+        cls = type(obj)
+        kind = kinds.get(cls) or kinds.setdefault(cls, kind_of(cls))
+        if kind == "leaf":
             return True
-        if isinstance(obj, torch.Tensor):
-            return obj.device == device
-        if isinstance(obj, Mapping):
-            return all(nothing_to_move(v) for v in obj.values())
-        if isinstance(obj, AnySequence):
-            return all(nothing_to_move(v) for v in obj)
-        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-            return all(nothing_to_move(getattr(obj, f.name)) for f in dataclasses.fields(obj))
-        return not isinstance(obj, Metric)
+        if kind == "tensor":
+            return obj.device == device  # type: ignore[attr-defined]
+        if kind == "metric":
+            return False
+        if kind == "mapping":
+            values = obj.values()  # type: ignore[attr-defined]
+        elif kind == "sequence":
+            values = obj
+        else:
+            values = [getattr(obj, f.name) for f in dataclasses.fields(obj)]  # type: ignore[arg-type]
+        for value in values:
+            if not nothing_to_move(value):
+                return False
+        return True
 
     return nothing_to_move
 
