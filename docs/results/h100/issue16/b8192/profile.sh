@@ -1,12 +1,6 @@
 # Where the b8192 Megatron step's extra time goes (issue 16): torch.profiler + cProfile at b128 and b8192, and a
 # py-spy sample of the b8192 step loop. Repo root, $OUT set, wheelhouse/ built (with a py-spy wheel added).
-export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
-T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
-bash tools/install_wheelhouse.sh wheelhouse/ > /tmp/install.log 2>&1 || { tail -20 /tmp/install.log; exit 1; }
-nvidia-smi -L
-export PYTHONPATH=$PWD/src:/tmp/site PATH=/tmp/site/bin:$PATH
-python3 -c "from bionemo.example_model.mnist_files import ensure_mnist as e; e('/tmp/mnist', allow_download=False)"
-el installed
+source docs/results/h100/issue16/install.sh
 mkdir -p /tmp/r
 for b in 8192 128; do
   python3 benchmarks/profile_step.py --data-dir /tmp/mnist --out /tmp/r/p$b --accelerator gpu --batch $b \
