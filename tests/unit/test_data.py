@@ -202,7 +202,7 @@ stream_indices = st.one_of(windows(STREAM_LEN), st.lists(st.integers(0, STREAM_L
 @given(indices=stream_indices)
 @example(indices=list(range(VAL_LEN - 20, VAL_LEN + 20)))  # across the first epoch boundary
 @example(indices=list(range(3 * VAL_LEN - 3, 3 * VAL_LEN + 3)))  # into the truncated last epoch
-@example(indices=list(range(VAL_LEN - 3, 3 * VAL_LEN + 3)))  # one run through three epochs' orders
+@example(indices=list(range(VAL_LEN - 3, 3 * VAL_LEN + 3)))  # one run through four epochs' orders
 @example(indices=[STREAM_LEN - 1, 0, VAL_LEN, 0])
 def test_resampler_getitems_equals_its_per_item_items_stacked(val_stream, indices):
     batch = val_stream.__getitems__(indices)

@@ -34,13 +34,68 @@ class Holder:
 Pair = collections.namedtuple("Pair", "first second")
 
 
-class Text(str):
-    pass
+@dataclasses.dataclass
+class TaggedList(list):
+    """A dataclass that is also a list: upstream searches its fields, not its items."""
+
+    tag: object
 
 
-# Leaves include what the search does not enter: a dataclass *class*, a str subclass, a set holding a tensor.
+def tagged_list(tag: object, items: list) -> TaggedList:
+    obj = TaggedList(tag)
+    obj.extend(items)
+    return obj
+
+
+@dataclasses.dataclass
+class WithDerived:
+    """A field outside `__init__`, which upstream's search leaves alone."""
+
+    first: object
+    derived: object = dataclasses.field(init=False, default=None)
+
+
+def with_derived(first: object, derived: object) -> WithDerived:
+    obj = WithDerived(first)
+    obj.derived = derived
+    return obj
+
+
+@dataclasses.dataclass(frozen=True)
+class Frozen:
+    """Upstream refuses a frozen dataclass instance (ValueError)."""
+
+    first: object
+
+
+class Proxy:
+    """Stands for the object it wraps, `__class__` included, while its type is its own (as wrapt's proxies do)."""
+
+    def __init__(self, wrapped: object) -> None:
+        self._wrapped = wrapped
+
+    @property
+    def __class__(self):  # noqa: D105
+        return self._wrapped.__class__
+
+    def __getattr__(self, name: str):
+        if name == "_wrapped":  # not set yet: a copy being built (upstream deep-copies dataclasses)
+            raise AttributeError(name)
+        return getattr(self._wrapped, name)
+
+    def __iter__(self):
+        return iter(self._wrapped)
+
+    def __len__(self) -> int:
+        return len(self._wrapped)
+
+    def __getitem__(self, key):
+        return self._wrapped[key]
+
+
+# Leaves include what the search does not enter: a dataclass *class* and a set holding a tensor.
 IN_A_SET = frozenset({torch.zeros(1, device=META)})
-LEAVES = st.sampled_from([True, 3, 2.5, "text", Text("sub"), None, CPU, torch.float32, len, Holder, IN_A_SET])
+LEAVES = st.sampled_from([True, 3, 2.5, "text", None, CPU, torch.float32, len, Holder, IN_A_SET])
 TENSORS = st.sampled_from([CPU, META]).map(lambda device: torch.zeros(2, device=device))
 NESTED = st.recursive(
     LEAVES | TENSORS | st.just(MeanMetric()),
@@ -49,16 +104,24 @@ NESTED = st.recursive(
         | st.lists(inner, max_size=3).map(tuple)
         | st.dictionaries(st.sampled_from("abc"), inner, max_size=3)
         | st.dictionaries(st.sampled_from("abc"), inner, max_size=3).map(collections.OrderedDict)
+        | inner.filter(lambda obj: not isinstance(obj, tuple)).map(Proxy)  # upstream cannot rebuild a namedtuple's
         | st.builds(Pair, inner, inner)
         | st.builds(Holder, inner, inner)
+        | st.builds(tagged_list, inner, st.lists(inner, max_size=2))
+        | st.builds(with_derived, inner, inner)
+        | st.builds(Frozen, inner)
     ),
     max_leaves=8,
 )
 
 
 def lightning_would_move_something(obj: object, device: torch.device) -> bool:
+    """Whether Lightning's move of `obj` to `device` does anything: moves a tensor or Metric, or refuses `obj`."""
     found = []
-    apply_to_collection(obj, (torch.Tensor, Metric), lambda x: found.append(x) or x)
+    try:
+        apply_to_collection(obj, (torch.Tensor, Metric), lambda x: found.append(x) or x)
+    except ValueError:  # a frozen dataclass: the bridge must leave the call (and its error) to upstream
+        return True
     return any(isinstance(x, Metric) or x.device != device for x in found)
 
 

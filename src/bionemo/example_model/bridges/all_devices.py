@@ -236,7 +236,8 @@ def _nothing_to_move(device: "torch.device") -> Callable[[object], bool]:
     """
     A test of whether `apply_to_collection(obj, (Tensor, Metric), move_data_to_device, device)`, Lightning's move of
     a logged metric, has nothing to move in `obj`: every tensor it would find, searching mappings, sequences and
-    dataclasses as it does, already on `device`, and no torchmetrics Metric (which moves itself)."""
+    dataclasses as it does, already on `device`, no torchmetrics Metric (which moves itself) and no frozen dataclass
+    (which upstream refuses)."""
     import dataclasses
     from collections.abc import Mapping
     from collections.abc import Sequence as AnySequence
@@ -244,38 +245,44 @@ def _nothing_to_move(device: "torch.device") -> Callable[[object], bool]:
     import torch
     from torchmetrics import Metric
 
-    kinds: dict[type, str] = {}  # what the search does with an object, which its type decides; filled as met
+    kinds: dict[type, str] = {}  # what the search does with an object of each type met (see `kind_of`)
 
-    def kind_of(cls: type) -> str:
-        # In apply_to_collection's order: the types it moves, then the containers it searches.
-        if issubclass(cls, torch.Tensor):
+    def kind_of(obj: object) -> str:
+        # _apply_to_collection_slow's order: the types it moves, then dataclass instances, mappings, sequences.
+        if isinstance(obj, torch.Tensor):
             return "tensor"
-        if issubclass(cls, Metric):
-            return "metric"
-        if issubclass(cls, Mapping):
+        if isinstance(obj, Metric):
+            return "upstream"
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            # upstream refuses a frozen one (ValueError): let it
+            return "upstream" if obj.__dataclass_params__.frozen else "dataclass"  # type: ignore[union-attr]
+        if isinstance(obj, Mapping):
             return "mapping"
-        if issubclass(cls, AnySequence) and not issubclass(cls, str):
+        if isinstance(obj, AnySequence) and not isinstance(obj, str):
             return "sequence"
-        if dataclasses.is_dataclass(cls) and not issubclass(cls, type):
-            return "dataclass"
         return "leaf"
 
     def nothing_to_move(obj: object) -> bool:
-        # A `_ResultMetric.__dict__` holds ~70 objects and this runs on every `self.log`: one lookup per object.
+        # A `_ResultMetric.__dict__` holds ~70 objects and this runs on every `self.log`: the kind is looked up by
+        # type, classified once per type (not cached for an object whose `__class__` is not its type: a proxy).
         cls = type(obj)
-        kind = kinds.get(cls) or kinds.setdefault(cls, kind_of(cls))
+        kind = kinds.get(cls)
+        if kind is None:
+            kind = kind_of(obj)
+            if obj.__class__ is cls:
+                kinds[cls] = kind
         if kind == "leaf":
             return True
         if kind == "tensor":
             return obj.device == device  # type: ignore[attr-defined]
-        if kind == "metric":
+        if kind == "upstream":
             return False
         if kind == "mapping":
             values = obj.values()  # type: ignore[attr-defined]
         elif kind == "sequence":
             values = obj
-        else:
-            values = [getattr(obj, f.name) for f in dataclasses.fields(obj)]  # type: ignore[arg-type]
+        else:  # upstream moves only the fields a dataclass's __init__ takes
+            values = [getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init]  # type: ignore[arg-type]
         for value in values:
             if not nothing_to_move(value):
                 return False
