@@ -103,7 +103,7 @@ def gpu(session: nox.Session, devices: int, precision: str) -> None:
         "-m",
         "gpu",
         "-k",
-        f"visible or ({cell})",
+        f"visible or streams or ({cell})",
         f"--junitxml={out / 'junit.xml'}",
         "--timeout=900",
         *session.posargs,

@@ -43,6 +43,37 @@ def test_a_gpu_is_visible():
     assert torch.cuda.is_available(), "the gpu session runs on a node with CUDA; none is visible"
 
 
+# Index lists a loader asks for: Megatron's sampler's consecutive runs (inside an epoch, across a boundary, into the
+# truncated last epoch) and, from the padded evaluation batches, runs followed by padding.
+TRAIN_INDICES = [list(range(1000, 1128)), list(range(55000 - 64, 55000 + 64)), list(range(110000, 110000 + 8192))]
+
+
+def test_the_data_streams_on_the_gpu_hold_the_cpu_streams_items(mnist_root):
+    """The data module keeps its splits and each epoch's order on the GPU; a batch there holds the CPU's items."""
+    from bionemo.example_model.data import MNISTDataModule, PaddedEvalDataset
+
+    streams = {}
+    for device in ("cpu", "cuda"):
+        module = MNISTDataModule(data_dir=mnist_root, num_train_samples=2 * 55000 + 8192, device=device)
+        module.setup()
+        streams[device] = {
+            "train": module.mnist_train,
+            "val": module.mnist_val,
+            "padded val": PaddedEvalDataset(module.mnist_val, 128),
+        }
+    cases = [("train", indices) for indices in TRAIN_INDICES]
+    cases += [("val", list(range(4990, 5000))), ("padded val", list(range(4992, 5120)))]
+    for name, indices in cases:
+        on_cpu, on_gpu = (streams[device][name].__getitems__(indices) for device in ("cpu", "cuda"))
+        assert all(value.device.type == "cuda" for value in on_gpu.values()), name
+        assert torch.equal(on_gpu["idx"].cpu(), on_cpu["idx"]), (name, indices[0])
+        assert torch.equal(on_gpu["label"].cpu(), on_cpu["label"]), (name, indices[0])
+        # CUDA divides by 255 as a product with its reciprocal, so a pixel may differ in its last bit; the 0-255
+        # pixel values are the same.
+        pixels = [(batch["data"].cpu() * 255).round() for batch in (on_cpu, on_gpu)]
+        assert torch.equal(*pixels), (name, indices[0])
+
+
 @pytest.mark.parametrize("precision", ["32", "bf16-mixed"])
 def test_gpu_pipeline_predicts_every_test_image_once_in_order_and_learns(tmp_path, mnist_root, precision):
     summary = _run_pipeline(tmp_path / "out", mnist_root, precision, devices=1)
