@@ -120,6 +120,16 @@ def test_tensor_cuda_under_the_bridge_is_the_tensor_itself():
         assert x.cuda() is x
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tensor_type_under_the_bridge_names_the_cuda_type_of_the_cpu_tensor_and_converts_as_on_cpu(dtype):
+    """Megatron's gradient clipping asserts `grad.type() == 'torch.cuda.FloatTensor'`; a conversion is untouched."""
+    x = torch.ones(2, dtype=dtype)
+    with cuda_as_cpu():
+        name, converted = x.type(), x.type(torch.float64)
+    assert name == x.type().replace("torch.", "torch.cuda.", 1)
+    assert converted.dtype == torch.float64 and converted.device.type == "cpu"
+
+
 def test_cuda_on_cpu_for_a_moment_serves_megatrons_cuda_calls_and_then_leaves_torch_cuda_as_it_was():
     names = ("Stream", "current_device", "synchronize", "max_memory_allocated")
     before = {name: getattr(torch.cuda, name) for name in names}

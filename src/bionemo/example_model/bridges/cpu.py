@@ -55,18 +55,22 @@ def cuda_as_cpu():
             return device.startswith("cuda")
         return isinstance(device, torch.device) and device.type == "cuda"
 
+    cuda, type_, to = torch.Tensor.cuda, torch.Tensor.type, torch.Tensor.to
+
     class CudaAsCpu(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
+            if not kwargs and func is not cuda and func is not type_ and func is not to:
+                return func(*args)  # most calls of a step (attribute reads, grad mode, math): nothing to rewrite
             kwargs = dict(kwargs or {})
-            if func is torch.Tensor.cuda:
+            if func is cuda:
                 return args[0]
-            if func is torch.Tensor.type and len(args) == 1 and not kwargs:
+            if func is type_ and len(args) == 1 and not kwargs:
                 return _cuda_type_name(func(*args))
             if "device" in kwargs and is_cuda(kwargs["device"]):
                 kwargs["device"] = "cpu"
             if kwargs.get("pin_memory"):
                 kwargs["pin_memory"] = False
-            if func is torch.Tensor.to and len(args) > 1 and is_cuda(args[1]):
+            if func is to and len(args) > 1 and is_cuda(args[1]):
                 args = (args[0], "cpu", *args[2:])
             return func(*args, **kwargs)
 
