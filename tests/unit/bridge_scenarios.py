@@ -241,9 +241,43 @@ def scenario_log_on_one_device(data_dir: Path, work_dir: Path) -> None:
     _ok("log_on_one_device")
 
 
+def scenario_disabled_one_logger_hooks(data_dir: Path, work_dir: Path) -> None:
+    """
+    NeMo's OneLogger callback where OneLogger is configured but disabled (this process's RANK was not 0 at NeMo's
+    import), called as every training step calls it: after the first call, no hook may set a logger's level again."""
+    import logging
+
+    from nemo.lightning.callback_group import CallbackGroup
+    from nv_one_logger.api.one_logger_provider import OneLoggerProvider
+    from nv_one_logger.training_telemetry.integration.pytorch_lightning import TimeEventCallback
+
+    from bionemo.example_model import bridges
+
+    _assert_nothing_patched_yet()
+    bridges.install("cpu")
+    provider = OneLoggerProvider.instance()
+    assert provider.one_logger_ready and not provider.one_logger_enabled, "needs OneLogger configured and disabled"
+    callback = next(cb for cb in CallbackGroup.get_instance().callbacks if isinstance(cb, TimeEventCallback))
+    callback.on_train_batch_start(None, None, None, 0)  # the first call may set the configured level
+    levels_set: list[str] = []
+    set_level = logging.Logger.setLevel
+    logging.Logger.setLevel = lambda self, level: (levels_set.append(self.name), set_level(self, level))[-1]
+    try:
+        for step in range(3):
+            callback.on_train_batch_start(None, None, None, step)
+            callback.on_train_batch_end(None, None, None, None, step)
+    finally:
+        logging.Logger.setLevel = set_level
+    if levels_set:
+        raise SystemExit(f"SET_LEVEL: 6 hook calls set a logger's level {len(levels_set)} times ({levels_set[0]})")
+    print(f"INSTALLED {json.dumps(bridges.installed())}", flush=True)
+    _ok("disabled_one_logger_hooks")
+
+
 SCENARIOS = {
     "pretrain_resume": scenario_pretrain_resume,
     "log_on_one_device": scenario_log_on_one_device,
+    "disabled_one_logger_hooks": scenario_disabled_one_logger_hooks,
     "ddp_progress": scenario_ddp_progress,
     "install_twice": scenario_install_twice,
     "distopt_resume": scenario_distopt_resume,

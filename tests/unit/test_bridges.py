@@ -38,6 +38,9 @@ The symptoms observed with torch 2.13.0+cpu, megatron-core and NeMo as pinned (a
 - result_metric_to_same_device: no error. Logging a value twice on the CPU, the second `self.log` (Lightning's
   `_ResultCollection.log`, its `self[key].to(value.device)`) replaces the metric's metadata and state defaults with
   copies; the scenario turns that into a failure (`REBUILT: ...`).
+- one_logger_level_set_once: no error. Where OneLogger is configured but disabled, each call of NeMo's OneLogger
+  callback's per-step hooks sets a logger's level again (nv_one_logger's `get_logger`), which clears every logger's
+  level cache; the scenario turns a `Logger.setLevel` after the first call into a failure (`SET_LEVEL: ...`).
 - distributed_optimizer_state_before_first_step: a fresh distributed-optimizer pretrain works; resuming it fails in
   megatron/core/optimizer/distrib_optimizer.py `DistributedOptimizer.state_dict` (`assert len(steps) == 1`, a bare
   `AssertionError`): torch's Adam has no state before its first step.
@@ -169,6 +172,13 @@ JOBS: dict[str, tuple[str, list[str], int, int]] = {
     "log_without_result_metric_to_same_device": (
         "log_on_one_device",
         ["result_metric_to_same_device"],
+        1,
+        JOB_TIMEOUT_S,
+    ),
+    "one_logger_all_on": ("disabled_one_logger_hooks", [], 1, JOB_TIMEOUT_S),
+    "one_logger_without_one_logger_level_set_once": (
+        "disabled_one_logger_hooks",
+        ["one_logger_level_set_once"],
         1,
         JOB_TIMEOUT_S,
     ),
@@ -538,6 +548,21 @@ def test_result_metric_to_same_device_makes_a_repeated_log_update_the_metric_in_
 @uses("log_without_result_metric_to_same_device")
 def test_without_result_metric_to_same_device_upstream_still_rebuilds_the_metric_on_every_log(runs):
     _assert_canary(runs, "log_without_result_metric_to_same_device", "result_metric_to_same_device", "REBUILT: ")
+
+
+# --- one_logger_level_set_once ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@uses("one_logger_all_on")
+def test_one_logger_level_set_once_keeps_disabled_telemetry_hooks_from_setting_a_logger_level(runs):
+    _assert_succeeded(runs, "one_logger_all_on", "one_logger_level_set_once", "SCENARIO_OK disabled_one_logger_hooks")
+
+
+@pytest.mark.slow
+@uses("one_logger_without_one_logger_level_set_once")
+def test_without_one_logger_level_set_once_upstream_still_sets_the_level_on_every_disabled_hook_call(runs):
+    _assert_canary(runs, "one_logger_without_one_logger_level_set_once", "one_logger_level_set_once", "SET_LEVEL: ")
 
 
 # --- PatchSet --------------------------------------------------------------------------------------------------------

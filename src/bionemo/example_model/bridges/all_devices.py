@@ -314,3 +314,36 @@ def _result_metric_to_same_device() -> None:
         return original(self, *args, **kwargs)
 
     _ResultMetric.to = to
+
+
+@PATCHES.register("one_logger_level_set_once")
+def _one_logger_level_set_once() -> None:
+    """
+    Upstream: nv_one_logger/core/internal/safe_execution.py `safely_execute` and nv_one_logger/core/internal/logging.py
+    `get_logger`. Where OneLogger is configured but not enabled (every process whose RANK was not 0 when NeMo was
+    imported, every plain `python` run), each telemetry call resolves its logger through `get_logger`, and since that
+    logger never gets a handler, `get_logger` sets its level again, and `Logger.setLevel` clears the level cache of
+    every logger in the process (~700 with NeMo). NeMo's OneLogger callback makes two such calls each training step.
+    Symptom: no error; ~45 us per call here, ~5% of a CPU b128 step. Fix: when the logger already has the configured
+    level and upstream would add no handler, `get_logger` returns it without setting that level again; any other
+    call is upstream's."""
+    import logging
+
+    from nv_one_logger.api.one_logger_provider import OneLoggerProvider
+    from nv_one_logger.core.internal import safe_execution
+
+    original = safe_execution.get_logger
+
+    def level_already_set(logger: logging.Logger) -> bool:
+        provider = OneLoggerProvider.instance()
+        if not provider.one_logger_ready or provider.one_logger_enabled or logger.handlers:
+            return False  # upstream returns at once, or adds handlers
+        level = provider.config.logger_config.log_level
+        return logger.level == (level if isinstance(level, int) else logging.getLevelName(level))
+
+    @functools.wraps(original)
+    def get_logger(name: str) -> logging.Logger:
+        logger = logging.getLogger(name)
+        return logger if level_already_set(logger) else original(name)
+
+    safe_execution.get_logger = get_logger
