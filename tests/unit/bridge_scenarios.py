@@ -274,10 +274,74 @@ def scenario_disabled_one_logger_hooks(data_dir: Path, work_dir: Path) -> None:
     _ok("disabled_one_logger_hooks")
 
 
+def scenario_repeated_hook_signatures(data_dir: Path, work_dir: Path) -> None:
+    """
+    What every training step asks of the same methods again: Lightning's `self.log` whether `training_step` takes a
+    `dataloader_iter`, NeMo's `CallbackConnector.event` each callback method's signature. Each method's signature
+    must be read once, and every answer must be upstream's."""
+    import inspect
+
+    import lightning.pytorch.core.module as lightning_module
+    from lightning.pytorch.utilities.signature_utils import is_param_in_hook_signature
+    from nemo.lightning.megatron_parallel import CallbackConnector
+
+    from bionemo.example_model import bridges
+
+    _assert_nothing_patched_yet()
+    bridges.install("cpu")
+
+    class Hooks:
+        def __init__(self) -> None:
+            self.steps: list[int] = []
+
+        def training_step(self, batch, batch_idx, dataloader_iter=None):  # noqa: D102
+            pass
+
+        def on_megatron_step_end(self, step):  # noqa: D102
+            self.steps.append(step)
+
+    hooks, reads = Hooks(), {"getfullargspec": 0, "signature": 0}
+    originals = {name: getattr(inspect, name) for name in reads}
+
+    def counted(name):
+        def read(*args, **kwargs):
+            reads[name] += 1
+            return originals[name](*args, **kwargs)
+
+        return read
+
+    for name in reads:
+        setattr(inspect, name, counted(name))
+    connector = CallbackConnector().add(hooks)
+    log_checks = "is_param_in_hook_signature" in lightning_module.LightningModule.log.__code__.co_names
+    try:
+        for step in range(4):
+            if log_checks:
+                found = lightning_module.is_param_in_hook_signature(
+                    hooks.training_step, "dataloader_iter", explicit=True
+                )
+                assert found is is_param_in_hook_signature(hooks.training_step, "dataloader_iter", explicit=True)
+            connector.event("on_megatron_step_end", step=step, reduced=None)
+    finally:
+        for name, original in originals.items():
+            setattr(inspect, name, original)
+    assert hooks.steps == [0, 1, 2, 3], hooks.steps  # the event still filters the arguments as upstream does
+    symptoms = []
+    if reads["getfullargspec"] > 4 + 1:  # upstream's own 4 comparison calls, and at most one read for the patched
+        symptoms.append(f"LOG_SIGNATURE_READS: {reads['getfullargspec'] - 4} reads of training_step in 4 log checks")
+    if reads["signature"] > 1:
+        symptoms.append(f"EVENT_SIGNATURE_READS: {reads['signature']} reads of one callback method in 4 events")
+    if symptoms:
+        raise SystemExit("; ".join(symptoms))
+    print(f"INSTALLED {json.dumps(bridges.installed())}", flush=True)
+    _ok("repeated_hook_signatures")
+
+
 SCENARIOS = {
     "pretrain_resume": scenario_pretrain_resume,
     "log_on_one_device": scenario_log_on_one_device,
     "disabled_one_logger_hooks": scenario_disabled_one_logger_hooks,
+    "repeated_hook_signatures": scenario_repeated_hook_signatures,
     "ddp_progress": scenario_ddp_progress,
     "install_twice": scenario_install_twice,
     "distopt_resume": scenario_distopt_resume,

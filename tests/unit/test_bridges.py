@@ -41,6 +41,10 @@ The symptoms observed with torch 2.13.0+cpu, megatron-core and NeMo as pinned (a
 - one_logger_level_set_once: no error. Where OneLogger is configured but disabled, each call of NeMo's OneLogger
   callback's per-step hooks sets a logger's level again (nv_one_logger's `get_logger`), which clears every logger's
   level cache; the scenario turns a `Logger.setLevel` after the first call into a failure (`SET_LEVEL: ...`).
+- log_reads_training_step_signature_once, megatron_callbacks_read_signatures_once: no error. Lightning's `self.log`
+  reads `training_step`'s argument spec on every call, and NeMo's `CallbackConnector.event` each callback method's
+  signature on every event; the scenario turns a second read of one method into a failure
+  (`LOG_SIGNATURE_READS: ...`, `EVENT_SIGNATURE_READS: ...`).
 - distributed_optimizer_state_before_first_step: a fresh distributed-optimizer pretrain works; resuming it fails in
   megatron/core/optimizer/distrib_optimizer.py `DistributedOptimizer.state_dict` (`assert len(steps) == 1`, a bare
   `AssertionError`): torch's Adam has no state before its first step.
@@ -153,6 +157,10 @@ DISTOPT_PATCHES = (
     "distributed_optimizer_load_keeps_step",
     "distributed_optimizer_step_per_param",
 )
+SIGNATURE_PATCHES = {  # patch: the symptom its scenario reports without it
+    "log_reads_training_step_signature_once": "LOG_SIGNATURE_READS: ",
+    "megatron_callbacks_read_signatures_once": "EVENT_SIGNATURE_READS: ",
+}
 
 # name: (scenario, skipped patches, ranks, timeout in s); run in this order (the hang reference before the hang).
 JOBS: dict[str, tuple[str, list[str], int, int]] = {
@@ -182,6 +190,11 @@ JOBS: dict[str, tuple[str, list[str], int, int]] = {
         1,
         JOB_TIMEOUT_S,
     ),
+    "signatures_all_on": ("repeated_hook_signatures", [], 1, JOB_TIMEOUT_S),
+    **{
+        f"signatures_without_{patch}": ("repeated_hook_signatures", [patch], 1, JOB_TIMEOUT_S)
+        for patch in SIGNATURE_PATCHES
+    },
     "distopt_all_on": ("distopt_resume", [], 1, JOB_TIMEOUT_S),
     **{f"distopt_without_{patch}": ("distopt_resume", [patch], 1, JOB_TIMEOUT_S) for patch in DISTOPT_PATCHES},
     "ddp_all_on": ("ddp_progress", [], 2, JOB_TIMEOUT_S),
@@ -563,6 +576,25 @@ def test_one_logger_level_set_once_keeps_disabled_telemetry_hooks_from_setting_a
 @uses("one_logger_without_one_logger_level_set_once")
 def test_without_one_logger_level_set_once_upstream_still_sets_the_level_on_every_disabled_hook_call(runs):
     _assert_canary(runs, "one_logger_without_one_logger_level_set_once", "one_logger_level_set_once", "SET_LEVEL: ")
+
+
+# --- log_reads_training_step_signature_once, megatron_callbacks_read_signatures_once --------------------------------
+
+
+@pytest.mark.slow
+@uses("signatures_all_on")
+@pytest.mark.parametrize("patch", SIGNATURE_PATCHES)
+def test_signature_patch_makes_each_hook_method_signature_read_once_with_upstreams_answers(runs, patch):
+    _assert_succeeded(runs, "signatures_all_on", patch, "SCENARIO_OK repeated_hook_signatures")
+
+
+@pytest.mark.slow
+@uses(*(f"signatures_without_{patch}" for patch in SIGNATURE_PATCHES))
+@pytest.mark.parametrize("patch", SIGNATURE_PATCHES)
+def test_without_a_signature_patch_upstream_still_reads_the_signature_on_every_call(runs, patch):
+    log = _assert_canary(runs, f"signatures_without_{patch}", patch, SIGNATURE_PATCHES[patch])
+    others = set(SIGNATURE_PATCHES.values()) - {SIGNATURE_PATCHES[patch]}
+    assert not any(symptom in log for symptom in others), f"the other signature patch failed too\n{_tail(log)}"
 
 
 # --- PatchSet --------------------------------------------------------------------------------------------------------
