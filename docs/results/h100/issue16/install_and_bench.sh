@@ -1,6 +1,6 @@
-# Sourced by run.sh, run-metric-bridge.sh, b8192/run-data-path.sh and third/run-final.sh (repo root, $OUT set,
-# wheelhouse/ built): install.sh, then run the step benchmarks
-# (raw and megatron, b128 and b8192) and summarize.py's ratios into $OUT/bench.log and $OUT/bench-latest.json.
+# Sourced by run.sh, run-metric-bridge.sh, b8192/run-data-path.sh, third/run-final.sh and fourth/run.sh (repo root,
+# $OUT set, wheelhouse/ built): install.sh, then run the step benchmarks (raw and megatron, b128 and b8192) and
+# summarize.py's ratios into $OUT/bench.log and $OUT/bench-latest.json.
 source docs/results/h100/issue16/install.sh
 mkdir -p benchmarks/results
 pytest benchmarks/test_step_bench.py -p no:cacheprovider --basetemp=/tmp/pb-$$ \
