@@ -278,11 +278,12 @@ def scenario_repeated_hook_signatures(data_dir: Path, work_dir: Path) -> None:
     """
     What every training step asks of the same methods again: Lightning's `self.log` whether `training_step` takes a
     `dataloader_iter`, NeMo's `CallbackConnector.event` each callback method's signature. Each method's signature
-    must be read once, and every answer must be upstream's."""
+    must be read once, and `log` and `event` must behave as upstream's."""
+    import collections
     import inspect
 
-    import lightning.pytorch.core.module as lightning_module
-    from lightning.pytorch.utilities.signature_utils import is_param_in_hook_signature
+    import lightning.pytorch as pl
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
     from nemo.lightning.megatron_parallel import CallbackConnector
 
     from bionemo.example_model import bridges
@@ -290,47 +291,64 @@ def scenario_repeated_hook_signatures(data_dir: Path, work_dir: Path) -> None:
     _assert_nothing_patched_yet()
     bridges.install("cpu")
 
+    class Module(pl.LightningModule):
+        def training_step(self, batch, batch_idx):  # noqa: D102
+            pass
+
+    class IteratorModule(pl.LightningModule):
+        def training_step(self, dataloader_iter):  # noqa: D102
+            pass
+
     class Hooks:
         def __init__(self) -> None:
             self.steps: list[int] = []
 
-        def training_step(self, batch, batch_idx, dataloader_iter=None):  # noqa: D102
-            pass
-
         def on_megatron_step_end(self, step):  # noqa: D102
             self.steps.append(step)
 
-    hooks, reads = Hooks(), {"getfullargspec": 0, "signature": 0}
-    originals = {name: getattr(inspect, name) for name in reads}
+    quiet = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(accelerator="cpu", **quiet)
+    trainer.training = True  # `self.log` inside a training step, as the fit loop runs it
+    module, iterator_module = Module(), IteratorModule()
+    for m in (module, iterator_module):
+        m.trainer, m._current_fx_name = trainer, "training_step"
+    hooks, connector = Hooks(), CallbackConnector()
+    connector.add(hooks)
 
-    def counted(name):
-        def read(*args, **kwargs):
-            reads[name] += 1
-            return originals[name](*args, **kwargs)
+    reads: collections.Counter[str] = collections.Counter()  # by the read function's qualified name
+    originals = {name: getattr(inspect, name) for name in ("getfullargspec", "signature")}
+
+    def counted(original):
+        def read(obj, *args, **kwargs):
+            reads[getattr(obj, "__qualname__", "")] += 1
+            return original(obj, *args, **kwargs)
 
         return read
 
-    for name in reads:
-        setattr(inspect, name, counted(name))
-    connector = CallbackConnector().add(hooks)
-    log_checks = "is_param_in_hook_signature" in lightning_module.LightningModule.log.__code__.co_names
+    for name, original in originals.items():
+        setattr(inspect, name, counted(original))
     try:
         for step in range(4):
-            if log_checks:
-                found = lightning_module.is_param_in_hook_signature(
-                    hooks.training_step, "dataloader_iter", explicit=True
-                )
-                assert found is is_param_in_hook_signature(hooks.training_step, "dataloader_iter", explicit=True)
+            module.log("loss", float(step), batch_size=1, logger=False)
+            try:  # upstream's answer for a `dataloader_iter` step: a log without batch_size is refused
+                iterator_module.log("loss", float(step), logger=False)
+                raise SystemExit("WRONG_ANSWER: `log` accepted a dataloader_iter step's value without batch_size")
+            except MisconfigurationException:
+                pass
             connector.event("on_megatron_step_end", step=step, reduced=None)
     finally:
         for name, original in originals.items():
             setattr(inspect, name, original)
+    assert float(trainer._results["training_step.loss"].value) == 3.0  # the last value logged, as upstream keeps it
     assert hooks.steps == [0, 1, 2, 3], hooks.steps  # the event still filters the arguments as upstream does
-    symptoms = []
-    if reads["getfullargspec"] > 4 + 1:  # upstream's own 4 comparison calls, and at most one read for the patched
-        symptoms.append(f"LOG_SIGNATURE_READS: {reads['getfullargspec'] - 4} reads of training_step in 4 log checks")
-    if reads["signature"] > 1:
-        symptoms.append(f"EVENT_SIGNATURE_READS: {reads['signature']} reads of one callback method in 4 events")
+    symptoms = [
+        f"{marker}: {reads[method]} reads of {method} in 4 calls"
+        for marker, method in (
+            ("LOG_SIGNATURE_READS", Module.training_step.__qualname__),
+            ("EVENT_SIGNATURE_READS", Hooks.on_megatron_step_end.__qualname__),
+        )
+        if reads[method] > 1
+    ]
     if symptoms:
         raise SystemExit("; ".join(symptoms))
     print(f"INSTALLED {json.dumps(bridges.installed())}", flush=True)
