@@ -355,7 +355,89 @@ def scenario_repeated_hook_signatures(data_dir: Path, work_dir: Path) -> None:
     _ok("repeated_hook_signatures")
 
 
+def scenario_cuda_free_calls(data_dir: Path, work_dir: Path) -> None:
+    """
+    Megatron's CPU optimizer step (torch's AdamW) and Lightning's `self.log`, as every CPU training step makes them:
+    no torch call of theirs may go through the CUDA-as-CPU mode, the mode must be back after each (also after a `log`
+    that raises), and both must give what they give with no mode at all."""
+    import lightning.pytorch as pl
+    import torch
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from torch.overrides import _get_current_function_mode_stack, _pop_mode_temporarily
+
+    from bionemo.example_model import bridges
+
+    _assert_nothing_patched_yet()
+    bridges.install("cpu")
+    (mode,) = _get_current_function_mode_stack()
+    calls = {"AdamW.step": 0, "LightningModule.log": 0}
+    counting: list[str] = []
+    dispatch = type(mode).__torch_function__
+
+    def counted(self, func, types, args=(), kwargs=None):
+        # torch's profiling wrapper around every optimizer's `step` (`Optimizer.profile_hook_step`: two profiler
+        # calls) is outside `AdamW.step` and stays under the mode
+        if counting and not getattr(func, "__module__", "").startswith("torch._ops.profiler"):
+            calls[counting[0]] += 1
+        return dispatch(self, func, types, args, kwargs)
+
+    type(mode).__torch_function__ = counted
+
+    def adamw_steps() -> list[torch.Tensor]:
+        params = [torch.nn.Parameter(torch.linspace(-1, 1, 12).reshape(3, 4)), torch.nn.Parameter(torch.ones(4))]
+        optimizer = torch.optim.AdamW(params, lr=0.1)
+        for step in range(3):
+            for p in params:
+                p.grad = torch.full_like(p, 0.5 - step)
+            counting.append("AdamW.step")
+            optimizer.step()
+            counting.clear()
+        return [p.detach().clone() for p in params]
+
+    class Module(pl.LightningModule):
+        def training_step(self, batch, batch_idx):  # noqa: D102
+            pass
+
+    class IteratorModule(pl.LightningModule):
+        def training_step(self, dataloader_iter):  # noqa: D102
+            pass
+
+    def logged() -> tuple[float, float]:
+        quiet = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        trainer = pl.Trainer(accelerator="cpu", **quiet)
+        trainer.training = True  # `self.log` inside a training step, as the fit loop runs it
+        module, iterator_module = Module(), IteratorModule()
+        for m in (module, iterator_module):
+            m.trainer, m._current_fx_name = trainer, "training_step"
+        modes, losses = _get_current_function_mode_stack(), [torch.tensor(step / 3) for step in range(4)]
+        counting.append("LightningModule.log")
+        for step, loss in enumerate(losses):
+            module.log("loss", loss, on_step=True, on_epoch=True, batch_size=2)
+            module.log("lr", 0.001 * step, batch_size=1, prog_bar=True)
+            try:  # upstream refuses a `dataloader_iter` step's value without batch_size; the mode must be back after
+                iterator_module.log("loss", float(step))
+                raise SystemExit("WRONG_ANSWER: `log` accepted a dataloader_iter step's value without batch_size")
+            except MisconfigurationException:
+                assert _get_current_function_mode_stack() == modes, "the mode is not back after a raising `log`"
+        counting.clear()
+        results = trainer._results
+        return float(results["training_step.loss"].compute()), float(results["training_step.lr"].value)
+
+    bridged = adamw_steps(), logged()
+    assert _get_current_function_mode_stack() == [mode], "the CUDA-as-CPU mode is not the one mode left"
+    assert torch.zeros(1, device="cuda").device.type == "cpu", "the CUDA-as-CPU mode stopped serving CUDA requests"
+    with _pop_mode_temporarily():
+        without_mode = adamw_steps(), logged()
+    if not all(torch.equal(a, b) for a, b in zip(bridged[0], without_mode[0])) or bridged[1] != without_mode[1]:
+        raise SystemExit(f"WRONG_ANSWER: with the bridges {bridged}, without the mode {without_mode}")
+    if any(calls.values()):
+        raise SystemExit("MODE_CALLS: " + ", ".join(f"{n} torch calls of {name}" for name, n in calls.items() if n))
+    print(f"INSTALLED {json.dumps(bridges.installed())}", flush=True)
+    _ok("cuda_free_calls")
+
+
 SCENARIOS = {
+    "cuda_free_calls": scenario_cuda_free_calls,
     "pretrain_resume": scenario_pretrain_resume,
     "log_on_one_device": scenario_log_on_one_device,
     "disabled_one_logger_hooks": scenario_disabled_one_logger_hooks,

@@ -41,6 +41,9 @@ The symptoms observed with torch 2.13.0+cpu, megatron-core and NeMo as pinned (a
 - one_logger_level_set_once: no error. Where OneLogger is configured but disabled, each call of NeMo's OneLogger
   callback's per-step hooks sets a logger's level again (nv_one_logger's `get_logger`), which clears every logger's
   level cache; the scenario turns a `Logger.setLevel` after the first call into a failure (`SET_LEVEL: ...`).
+- cuda_free_calls_outside_the_cpu_mode: no error. Under cuda_tensors_on_cpu's process-wide TorchFunctionMode, every
+  torch call of torch's AdamW step (Megatron's CPU optimizer) and of Lightning's `self.log` goes through the mode's
+  Python dispatch; the scenario turns any such call into a failure (`MODE_CALLS: ...`).
 - log_reads_training_step_signature_once, megatron_callbacks_read_signatures_once: no error. Lightning's `self.log`
   reads `training_step`'s argument spec on every call, and NeMo's `CallbackConnector.event` each callback method's
   signature on every event; the scenario turns a second read of one method into a failure
@@ -187,6 +190,13 @@ JOBS: dict[str, tuple[str, list[str], int, int]] = {
     "one_logger_without_one_logger_level_set_once": (
         "disabled_one_logger_hooks",
         ["one_logger_level_set_once"],
+        1,
+        JOB_TIMEOUT_S,
+    ),
+    "cuda_free_all_on": ("cuda_free_calls", [], 1, JOB_TIMEOUT_S),
+    "cuda_free_without_cuda_free_calls_outside_the_cpu_mode": (
+        "cuda_free_calls",
+        ["cuda_free_calls_outside_the_cpu_mode"],
         1,
         JOB_TIMEOUT_S,
     ),
@@ -576,6 +586,22 @@ def test_one_logger_level_set_once_keeps_disabled_telemetry_hooks_from_setting_a
 @uses("one_logger_without_one_logger_level_set_once")
 def test_without_one_logger_level_set_once_upstream_still_sets_the_level_on_every_disabled_hook_call(runs):
     _assert_canary(runs, "one_logger_without_one_logger_level_set_once", "one_logger_level_set_once", "SET_LEVEL: ")
+
+
+# --- cuda_free_calls_outside_the_cpu_mode ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@uses("cuda_free_all_on")
+def test_cuda_free_calls_outside_the_cpu_mode_keeps_adamw_and_log_out_of_the_mode_with_the_same_results(runs):
+    _assert_succeeded(runs, "cuda_free_all_on", "cuda_free_calls_outside_the_cpu_mode", "SCENARIO_OK cuda_free_calls")
+
+
+@pytest.mark.slow
+@uses("cuda_free_without_cuda_free_calls_outside_the_cpu_mode")
+def test_without_cuda_free_calls_outside_the_cpu_mode_adamw_and_log_still_dispatch_through_the_mode(runs):
+    job, patch = "cuda_free_without_cuda_free_calls_outside_the_cpu_mode", "cuda_free_calls_outside_the_cpu_mode"
+    _assert_canary(runs, job, patch, "MODE_CALLS: ", "torch calls of AdamW.step", "torch calls of LightningModule.log")
 
 
 # --- log_reads_training_step_signature_once, megatron_callbacks_read_signatures_once --------------------------------

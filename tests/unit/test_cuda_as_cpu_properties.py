@@ -3,7 +3,8 @@ Property: the CPU bridge's `cuda_tensors_on_cpu` TorchFunctionMode (bridges.cpu.
 made or moved "to CUDA" under it is exactly the tensor the same call makes on the CPU: same values, shape, dtype and
 requires_grad, whichever way the CUDA device is spelled; calls that ask for the CPU or the meta device are not
 touched. (All CPU training is fp32, so a bridge that changed a dtype or dropped requires_grad would pass every
-training test.)
+training test.) And code run `outside_cuda_as_cpu` computes what it computes under the mode, without the mode's
+dispatch, and finds the modes as they were when it returns or raises.
 """
 
 import math
@@ -12,8 +13,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.overrides import TorchFunctionMode, _get_current_function_mode_stack
 
-from bionemo.example_model.bridges.cpu import cuda_as_cpu, cuda_on_cpu_for_a_moment
+from bionemo.example_model.bridges.cpu import cuda_as_cpu, cuda_on_cpu_for_a_moment, outside_cuda_as_cpu
 
 CUDA_SPELLINGS = ["cuda", "cuda:0", torch.device("cuda"), torch.device("cuda", 0), torch.device("cuda:0"), 0]
 FLOAT_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
@@ -141,3 +143,64 @@ def test_cuda_on_cpu_for_a_moment_serves_megatrons_cuda_calls_and_then_leaves_to
         assert all(getattr(torch.cuda, name) is not before[name] for name in names)
     assert all(getattr(torch.cuda, name) is before[name] for name in names)
     assert torch._C._len_torch_function_stack() == modes  # the CUDA-as-CPU mode is popped too
+
+
+class Counting(TorchFunctionMode):
+    """A mode that counts the torch calls that reach it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+def adam_steps(values: list[float]) -> torch.Tensor:
+    """Three AdamW steps on a parameter made of `values`, each with a gradient derived from them."""
+    param = torch.nn.Parameter(torch.tensor(values))
+    optimizer = torch.optim.AdamW([param], lr=0.1)
+    for step in range(3):
+        param.grad = torch.tensor(values) * (step - 1)
+        optimizer.step()
+    return param.detach()
+
+
+finite = st.floats(-1e3, 1e3, allow_nan=False, width=32)
+
+
+@settings(max_examples=25, deadline=None)
+@given(values=st.lists(finite, min_size=1, max_size=8))
+def test_a_call_outside_the_cpu_mode_makes_no_call_through_it_and_computes_bitwise_what_it_computes_under_it(values):
+    with Counting() as counter:  # below the CUDA-as-CPU mode: sees what that mode passes on, and calls made without it
+        with cuda_as_cpu() as mode:
+            dispatch = type(mode).__torch_function__
+            through: list[object] = []
+            type(mode).__torch_function__ = lambda *a, **k: (through.append(a[1]), dispatch(*a, **k))[-1]
+            under = adam_steps(values)
+            calls_under, through[:] = len(through), []
+            outside = outside_cuda_as_cpu(adam_steps)(values)
+    assert calls_under > 0 and through == [] and counter.calls > 0
+    assert torch.equal(under, outside)
+
+
+def test_the_modes_are_as_they_were_after_a_call_outside_the_cpu_mode_returns_or_raises():
+    def fails() -> None:
+        raise ValueError("from inside")
+
+    with cuda_as_cpu():
+        modes = _get_current_function_mode_stack()
+        assert outside_cuda_as_cpu(lambda: _get_current_function_mode_stack())() == modes[:-1]
+        assert _get_current_function_mode_stack() == modes
+        with pytest.raises(ValueError, match="from inside"):
+            outside_cuda_as_cpu(fails)()
+        assert _get_current_function_mode_stack() == modes
+        assert torch.zeros(1, device="cuda").device.type == "cpu"
+
+
+def test_a_call_outside_the_cpu_mode_under_another_innermost_mode_runs_under_every_mode_as_it_is():
+    with cuda_as_cpu(), Counting() as counter:
+        modes = _get_current_function_mode_stack()
+        seen = outside_cuda_as_cpu(lambda: (_get_current_function_mode_stack(), torch.zeros(1, device="cuda")))()
+    assert seen[0] == modes and seen[1].device.type == "cpu" and counter.calls == 1
