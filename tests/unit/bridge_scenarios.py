@@ -357,17 +357,19 @@ def scenario_repeated_hook_signatures(data_dir: Path, work_dir: Path) -> None:
 
 def scenario_cuda_free_calls(data_dir: Path, work_dir: Path) -> None:
     """
-    Megatron's CPU optimizer step (torch's AdamW) and Lightning's `self.log`, as every CPU training step makes them:
-    no torch call of theirs may go through the CUDA-as-CPU mode, the mode must be back after each (also after a `log`
-    that raises), and both must give what they give with no mode at all."""
+    Megatron's CPU optimizer step (torch's AdamW, no closure) and Lightning's `self.log`, as every CPU training step
+    makes them: no torch call of theirs may go through the CUDA-as-CPU mode, the mode must be back after each (also
+    after a `log` that raises), and both must give what upstream's give under the mode. What may ask for CUDA must
+    still be served by the mode: a step's closure, and `log` on a module whose device claims CUDA."""
     import lightning.pytorch as pl
     import torch
     from lightning.fabric.utilities.exceptions import MisconfigurationException
-    from torch.overrides import _get_current_function_mode_stack, _pop_mode_temporarily
+    from torch.overrides import _get_current_function_mode_stack
 
     from bionemo.example_model import bridges
 
     _assert_nothing_patched_yet()
+    upstream_step, upstream_log = torch.optim.Adam.step, pl.LightningModule.log
     bridges.install("cpu")
     (mode,) = _get_current_function_mode_stack()
     calls = {"AdamW.step": 0, "LightningModule.log": 0}
@@ -383,14 +385,14 @@ def scenario_cuda_free_calls(data_dir: Path, work_dir: Path) -> None:
 
     type(mode).__torch_function__ = counted
 
-    def adamw_steps() -> list[torch.Tensor]:
+    def adamw_steps(step, label: str | None) -> list[torch.Tensor]:
         params = [torch.nn.Parameter(torch.linspace(-1, 1, 12).reshape(3, 4)), torch.nn.Parameter(torch.ones(4))]
         optimizer = torch.optim.AdamW(params, lr=0.1)
-        for step in range(3):
+        for i in range(3):
             for p in params:
-                p.grad = torch.full_like(p, 0.5 - step)
-            counting.append("AdamW.step")
-            optimizer.step()
+                p.grad = torch.full_like(p, 0.5 - i)
+            counting[:] = [label] if label else []
+            step(optimizer)
             counting.clear()
         return [p.detach().clone() for p in params]
 
@@ -402,34 +404,55 @@ def scenario_cuda_free_calls(data_dir: Path, work_dir: Path) -> None:
         def training_step(self, dataloader_iter):  # noqa: D102
             pass
 
-    def logged() -> tuple[float, float]:
-        quiet = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    quiet = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+
+    def in_a_training_step(*modules: pl.LightningModule) -> pl.Trainer:
         trainer = pl.Trainer(accelerator="cpu", **quiet)
         trainer.training = True  # `self.log` inside a training step, as the fit loop runs it
-        module, iterator_module = Module(), IteratorModule()
-        for m in (module, iterator_module):
+        for m in modules:
             m.trainer, m._current_fx_name = trainer, "training_step"
-        modes, losses = _get_current_function_mode_stack(), [torch.tensor(step / 3) for step in range(4)]
-        counting.append("LightningModule.log")
+        return trainer
+
+    def logged(log, label: str | None) -> tuple[float, float]:
+        module, iterator_module = Module(), IteratorModule()
+        trainer = in_a_training_step(module, iterator_module)
+        losses = [torch.tensor(step / 3) for step in range(4)]
+        counting[:] = [label] if label else []
         for step, loss in enumerate(losses):
-            module.log("loss", loss, on_step=True, on_epoch=True, batch_size=2)
-            module.log("lr", 0.001 * step, batch_size=1, prog_bar=True)
+            log(module, "loss", loss, on_step=True, on_epoch=True, batch_size=2)
+            log(module, "lr", 0.001 * step, batch_size=1, prog_bar=True)
             try:  # upstream refuses a `dataloader_iter` step's value without batch_size; the mode must be back after
-                iterator_module.log("loss", float(step))
+                log(iterator_module, "loss", float(step))
                 raise SystemExit("WRONG_ANSWER: `log` accepted a dataloader_iter step's value without batch_size")
             except MisconfigurationException:
-                assert _get_current_function_mode_stack() == modes, "the mode is not back after a raising `log`"
+                assert _get_current_function_mode_stack() == [mode], "the mode is not back after a raising `log`"
         counting.clear()
         results = trainer._results
         return float(results["training_step.loss"].compute()), float(results["training_step.lr"].value)
 
-    bridged = adamw_steps(), logged()
+    bridged = adamw_steps(torch.optim.AdamW.step, "AdamW.step"), logged(pl.LightningModule.log, "LightningModule.log")
+    upstream = adamw_steps(upstream_step, None), logged(upstream_log, None)
+    if not all(torch.equal(a, b) for a, b in zip(bridged[0], upstream[0])) or bridged[1] != upstream[1]:
+        raise SystemExit(f"WRONG_ANSWER: bridged {bridged}, upstream under the mode {upstream}")
+
+    # What may ask for CUDA is still served: a closure (Lightning's automatic optimization runs the training step in
+    # it), and `log` on a module moved "to CUDA" (under the mode its device says cuda, its tensors stay on the CPU).
+    param = torch.nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.AdamW([param], lr=0.1)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = (param * torch.ones(2, device="cuda")).sum()
+        loss.backward()
+        return loss
+
+    assert float(optimizer.step(closure)) == 2.0
+    on_cuda = Module().cuda(0)
+    assert on_cuda.device.type == "cuda", on_cuda.device
+    trainer = in_a_training_step(on_cuda)
+    on_cuda.log("lr", 0.5, batch_size=1)
+    assert float(trainer._results["training_step.lr"].value) == 0.5
     assert _get_current_function_mode_stack() == [mode], "the CUDA-as-CPU mode is not the one mode left"
-    assert torch.zeros(1, device="cuda").device.type == "cpu", "the CUDA-as-CPU mode stopped serving CUDA requests"
-    with _pop_mode_temporarily():
-        without_mode = adamw_steps(), logged()
-    if not all(torch.equal(a, b) for a, b in zip(bridged[0], without_mode[0])) or bridged[1] != without_mode[1]:
-        raise SystemExit(f"WRONG_ANSWER: with the bridges {bridged}, without the mode {without_mode}")
     if any(calls.values()):
         raise SystemExit("MODE_CALLS: " + ", ".join(f"{n} torch calls of {name}" for name, n in calls.items() if n))
     print(f"INSTALLED {json.dumps(bridges.installed())}", flush=True)

@@ -42,8 +42,8 @@ The symptoms observed with torch 2.13.0+cpu, megatron-core and NeMo as pinned (a
   callback's per-step hooks sets a logger's level again (nv_one_logger's `get_logger`), which clears every logger's
   level cache; the scenario turns a `Logger.setLevel` after the first call into a failure (`SET_LEVEL: ...`).
 - cuda_free_calls_outside_the_cpu_mode: no error. Under cuda_tensors_on_cpu's process-wide TorchFunctionMode, every
-  torch call of torch's AdamW step (Megatron's CPU optimizer) and of Lightning's `self.log` goes through the mode's
-  Python dispatch; the scenario turns any such call into a failure (`MODE_CALLS: ...`).
+  torch call of torch's AdamW step (Megatron's optimizer without Apex) and of Lightning's `self.log` goes through the
+  mode's Python dispatch; the scenario turns any such call into a failure (`MODE_CALLS: ...`).
 - log_reads_training_step_signature_once, megatron_callbacks_read_signatures_once: no error. Lightning's `self.log`
   reads `training_step`'s argument spec on every call, and NeMo's `CallbackConnector.event` each callback method's
   signature on every event; the scenario turns a second read of one method into a failure

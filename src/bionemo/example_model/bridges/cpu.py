@@ -85,9 +85,10 @@ def cuda_as_cpu():
 def outside_cuda_as_cpu(function: F) -> F:
     """
     `function`, run with the `cuda_as_cpu` mode stepped out of when that mode is the innermost one (any other mode
-    stays as it is), and put back however `function` ends. For upstream code that never asks for CUDA and makes many
-    torch calls a step: under the mode, each call goes through Python dispatch (~1.7 us here) for nothing. Whatever
-    `function` calls back (an optimizer's hooks) runs outside the mode too."""
+    stays as it is), and put back however `function` returns or raises. For upstream code that never asks for CUDA and
+    makes many torch calls a step: under the mode, each call goes through Python dispatch (~1.7 us here) for nothing.
+    Whatever `function` calls back runs outside the mode too, so it must call back nothing that could ask for CUDA;
+    and `function` must be a plain function (a generator's body would run after the mode is back)."""
     import torch
     from torch.overrides import _pop_mode_temporarily
 
@@ -134,21 +135,32 @@ def _cuda_runtime_stand_ins() -> dict[str, object]:
 @PATCHES.register("cuda_free_calls_outside_the_cpu_mode")
 def _cuda_free_calls_outside_the_cpu_mode() -> None:
     """
-    Upstream: torch/optim/adam.py `Adam.step` (Megatron's CPU Adam is torch's `AdamW`, megatron/core/optimizer/
-    __init__.py) and lightning/pytorch/core/module.py `LightningModule.log`, run under `cuda_tensors_on_cpu`'s
-    process-wide TorchFunctionMode, which the CUDA-only code elsewhere in the step needs. Symptom: no error; each
-    torch call under the mode costs ~1.7 us of Python dispatch on this CPU: ~140 calls in the optimizer's step and ~18
-    in each of the 9 `log` calls of a training step, ~0.45 ms of a ~7 ms CPU b128 step. Fix: both run outside the mode
-    (`outside_cuda_as_cpu`); neither asks for CUDA in a CPU run: the optimizer's tensors are its parameters' and
-    state's, `log` makes its tensors on the module's device, the CPU. `log` on a module whose device claims CUDA stays
-    under the mode.
-    """
+    Upstream: torch/optim/adam.py `Adam.step` (without Apex or TransformerEngine, megatron/core/optimizer/__init__.py
+    steps torch's `AdamW`) and lightning/pytorch/core/module.py `LightningModule.log`, run under the process-wide
+    TorchFunctionMode of `cuda_tensors_on_cpu`, which the CUDA-only code elsewhere in the step needs. Symptom: no
+    error; each torch call under the mode costs ~1.7 us of Python dispatch on this CPU: ~140 calls in the optimizer's
+    step and ~18 in each of the 8 `log` calls of a training step, ~0.4 ms of a ~6.5 ms CPU b128 step. Fix: both run
+    outside the mode (`outside_cuda_as_cpu`), where neither asks for CUDA in a CPU run: the optimizer's tensors are
+    its parameters' and state's, and `log` makes its tensors on the module's device, the CPU. What could ask for CUDA
+    stays under the mode: a step given a closure (Lightning's automatic optimization of a plain torch optimizer runs
+    the training step in it; Megatron's optimizer passes none), and `log` on a module whose device claims CUDA. The
+    optimizer's step hooks run under the mode too, unless an Adam was built before this patch was installed (torch
+    then wraps its profiling and hooks around the step before this patch does)."""
     import lightning.pytorch as pl
     import torch
 
+    def outside_unless_given_a_closure(step: Callable[..., Any]) -> Callable[..., Any]:
+        step_outside = outside_cuda_as_cpu(step)
+
+        @functools.wraps(step)  # copies torch's `hooked` mark too: a step torch already wrapped is not wrapped again
+        def stepped(self: torch.optim.Optimizer, closure: Callable[[], Any] | None = None) -> Any:
+            return step_outside(self) if closure is None else step(self, closure)
+
+        return stepped
+
     for optimizer in (torch.optim.Adam, torch.optim.AdamW):
         if "step" in vars(optimizer):  # AdamW may inherit Adam's
-            optimizer.step = outside_cuda_as_cpu(optimizer.step)
+            optimizer.step = outside_unless_given_a_closure(optimizer.step)
     log, log_outside = pl.LightningModule.log, outside_cuda_as_cpu(pl.LightningModule.log)
 
     @functools.wraps(log)
