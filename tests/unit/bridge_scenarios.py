@@ -274,22 +274,12 @@ def scenario_disabled_one_logger_hooks(data_dir: Path, work_dir: Path) -> None:
     _ok("disabled_one_logger_hooks")
 
 
-def scenario_repeated_hook_signatures(data_dir: Path, work_dir: Path) -> None:
+def _modules_in_a_training_step():
     """
-    What every training step asks of the same methods again: Lightning's `self.log` whether `training_step` takes a
-    `dataloader_iter`, NeMo's `CallbackConnector.event` each callback method's signature. Each method's signature
-    must be read once, and `log` and `event` must behave as upstream's."""
-    import collections
-    import inspect
-
+    A Lightning module whose `training_step` takes `(batch, batch_idx)` and one whose takes a `dataloader_iter`, both
+    on a fresh CPU trainer inside a training step, where the fit loop runs `self.log`: (trainer, module,
+    iterator_module)."""
     import lightning.pytorch as pl
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
-    from nemo.lightning.megatron_parallel import CallbackConnector
-
-    from bionemo.example_model import bridges
-
-    _assert_nothing_patched_yet()
-    bridges.install("cpu")
 
     class Module(pl.LightningModule):
         def training_step(self, batch, batch_idx):  # noqa: D102
@@ -299,6 +289,31 @@ def scenario_repeated_hook_signatures(data_dir: Path, work_dir: Path) -> None:
         def training_step(self, dataloader_iter):  # noqa: D102
             pass
 
+    quiet = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(accelerator="cpu", **quiet)
+    trainer.training = True
+    module, iterator_module = Module(), IteratorModule()
+    for m in (module, iterator_module):
+        m.trainer, m._current_fx_name = trainer, "training_step"
+    return trainer, module, iterator_module
+
+
+def scenario_repeated_hook_signatures(data_dir: Path, work_dir: Path) -> None:
+    """
+    What every training step asks of the same methods again: Lightning's `self.log` whether `training_step` takes a
+    `dataloader_iter`, NeMo's `CallbackConnector.event` each callback method's signature. Each method's signature
+    must be read once, and `log` and `event` must behave as upstream's."""
+    import collections
+    import inspect
+
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from nemo.lightning.megatron_parallel import CallbackConnector
+
+    from bionemo.example_model import bridges
+
+    _assert_nothing_patched_yet()
+    bridges.install("cpu")
+
     class Hooks:
         def __init__(self) -> None:
             self.steps: list[int] = []
@@ -306,12 +321,7 @@ def scenario_repeated_hook_signatures(data_dir: Path, work_dir: Path) -> None:
         def on_megatron_step_end(self, step):  # noqa: D102
             self.steps.append(step)
 
-    quiet = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    trainer = pl.Trainer(accelerator="cpu", **quiet)
-    trainer.training = True  # `self.log` inside a training step, as the fit loop runs it
-    module, iterator_module = Module(), IteratorModule()
-    for m in (module, iterator_module):
-        m.trainer, m._current_fx_name = trainer, "training_step"
+    trainer, module, iterator_module = _modules_in_a_training_step()
     hooks, connector = Hooks(), CallbackConnector()
     connector.add(hooks)
 
@@ -344,7 +354,7 @@ def scenario_repeated_hook_signatures(data_dir: Path, work_dir: Path) -> None:
     symptoms = [
         f"{marker}: {reads[method]} reads of {method} in 4 calls"
         for marker, method in (
-            ("LOG_SIGNATURE_READS", Module.training_step.__qualname__),
+            ("LOG_SIGNATURE_READS", type(module).training_step.__qualname__),
             ("EVENT_SIGNATURE_READS", Hooks.on_megatron_step_end.__qualname__),
         )
         if reads[method] > 1
@@ -396,26 +406,8 @@ def scenario_cuda_free_calls(data_dir: Path, work_dir: Path) -> None:
             counting.clear()
         return [p.detach().clone() for p in params]
 
-    class Module(pl.LightningModule):
-        def training_step(self, batch, batch_idx):  # noqa: D102
-            pass
-
-    class IteratorModule(pl.LightningModule):
-        def training_step(self, dataloader_iter):  # noqa: D102
-            pass
-
-    quiet = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-
-    def in_a_training_step(*modules: pl.LightningModule) -> pl.Trainer:
-        trainer = pl.Trainer(accelerator="cpu", **quiet)
-        trainer.training = True  # `self.log` inside a training step, as the fit loop runs it
-        for m in modules:
-            m.trainer, m._current_fx_name = trainer, "training_step"
-        return trainer
-
     def logged(log, label: str | None) -> tuple[float, float]:
-        module, iterator_module = Module(), IteratorModule()
-        trainer = in_a_training_step(module, iterator_module)
+        trainer, module, iterator_module = _modules_in_a_training_step()
         losses = [torch.tensor(step / 3) for step in range(4)]
         counting[:] = [label] if label else []
         for step, loss in enumerate(losses):
@@ -447,9 +439,8 @@ def scenario_cuda_free_calls(data_dir: Path, work_dir: Path) -> None:
         return loss
 
     assert float(optimizer.step(closure)) == 2.0
-    on_cuda = Module().cuda(0)
-    assert on_cuda.device.type == "cuda", on_cuda.device
-    trainer = in_a_training_step(on_cuda)
+    trainer, on_cuda, _ = _modules_in_a_training_step()
+    assert on_cuda.cuda(0).device.type == "cuda", on_cuda.device
     on_cuda.log("lr", 0.5, batch_size=1)
     assert float(trainer._results["training_step.lr"].value) == 0.5
     assert _get_current_function_mode_stack() == [mode], "the CUDA-as-CPU mode is not the one mode left"
