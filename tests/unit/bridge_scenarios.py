@@ -3,6 +3,7 @@ Scenarios for tests/unit/test_bridges.py: real CPU NeMo runs, each in a process 
 patches switched off through `BIONEMO_BRIDGE_SKIP`.
 
     python bridge_scenarios.py torchvision                     # import torchvision (no NeMo: a process of its own)
+    python bridge_scenarios.py unified_memory                  # import megatron.core (a process of its own)
     python bridge_scenarios.py run SCENARIO DATA_DIR WORK_DIR  # one scenario in this process (debugging)
     python bridge_scenarios.py batch JOBS_JSON RESULTS_JSON    # many scenarios, each in a forked child
 
@@ -19,6 +20,7 @@ Every scenario prints `SCENARIO_OK <name>` as its last line when it succeeds. Mu
 effects: NeMo may start `spawn` processes that re-import the main module.
 """
 
+import contextlib
 import faulthandler
 import json
 import os
@@ -55,6 +57,43 @@ def scenario_torchvision() -> None:
     importlib.import_module("torchvision.transforms")
     print(f"torchvision {torchvision.__version__} imported", flush=True)
     _ok("torchvision")
+
+
+def scenario_unified_memory() -> None:
+    """
+    Importing megatron.core after the package must not build megatron's unified-memory allocator, and must leave that
+    module as upstream's does where the build fails: `has_unified_memory` False, upstream's warning, its source."""
+    import importlib
+    import inspect
+    import warnings
+
+    import bionemo.example_model  # noqa: F401  (installs the hook that runs before megatron.core's first import)
+
+    assert "megatron.core" not in sys.modules, "megatron.core was imported before the scenario (not a fresh process?)"
+    cpp_extension = importlib.import_module("torch.utils.cpp_extension")
+    upstream_load_inline, builds = cpp_extension.load_inline, []
+
+    def load_inline(*args, **kwargs):
+        builds.append(kwargs.get("name"))
+        return upstream_load_inline(*args, **kwargs)
+
+    cpp_extension.load_inline = load_inline
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        importlib.import_module("megatron.core")
+    unified_memory = sys.modules["megatron.core.inference.unified_memory"]
+    assert cpp_extension.load_inline is load_inline, "load_inline was not put back after the module's import"
+    assert unified_memory.has_unified_memory is False and unified_memory._alloc is None, vars(unified_memory)
+    assert any("Failed to create unified memory mempool." in str(w.message) for w in caught), "upstream's warning"
+    assert "load_inline(" in inspect.getsource(unified_memory), "the module's source is not upstream's"
+    try:
+        unified_memory.create_unified_mempool()
+        raise SystemExit("WRONG_ANSWER: create_unified_mempool() worked without unified memory")
+    except AssertionError:
+        pass
+    if builds:
+        raise SystemExit(f"LOAD_INLINE_AT_IMPORT: importing megatron.core ran load_inline(name={builds[0]!r})")
+    _ok("unified_memory")
 
 
 def _assert_nothing_patched_yet() -> None:
@@ -450,8 +489,127 @@ def scenario_cuda_free_calls(data_dir: Path, work_dir: Path) -> None:
     _ok("cuda_free_calls")
 
 
+def _counting_backend_all_reduces(counts: dict[str, int], counting: list[bool]) -> None:
+    """
+    While `counting[0]`, count in `counts`, by the first caller outside torch and the bridges, every all-reduce that a
+    one-member process group hands to its backend (ProcessGroup's `allreduce` and `allreduce_coalesced`)."""
+    from torch._C._distributed_c10d import ProcessGroup
+
+    def counted(name: str):
+        original = getattr(ProcessGroup, name)
+
+        def call(self, *args, **kwargs):
+            if counting[0] and self.size() == 1:
+                frame = sys._getframe(1)
+                while any(part in frame.f_code.co_filename for part in ("/torch/", "/bridges/", "/contextlib.py")):
+                    frame = frame.f_back  # torch.distributed, the CUDA-as-CPU mode, a coalescing manager's exit
+                caller = f"{Path(frame.f_code.co_filename).name} {frame.f_code.co_name}"
+                counts[caller] = counts.get(caller, 0) + 1
+            return original(self, *args, **kwargs)
+
+        return call
+
+    for name in ("allreduce", "allreduce_coalesced"):
+        setattr(ProcessGroup, name, counted(name))
+
+
+def _all_reduce_outcome(all_reduce, tensor, coalescing: bool, **kwargs) -> tuple:
+    """
+    What `all_reduce` of a copy of `tensor`, alone or inside a coalescing manager, gives: ("value", dtype, the
+    values' bytes) or ("raises", the error's type)."""
+    import torch
+    import torch.distributed as dist
+
+    out = tensor.clone()
+    manager = dist.distributed_c10d._coalescing_manager(kwargs["group"]) if coalescing else contextlib.nullcontext()
+    try:
+        with manager:
+            work = all_reduce(out, **kwargs)
+        if work is not None:
+            work.wait()
+    except Exception as error:  # upstream's refusals (an op or dtype a backend lacks) must stay
+        return ("raises", type(error).__name__)
+    finally:  # a coalesced call that raised leaves its op list behind, and the next coalescing would refuse to start
+        dist.distributed_c10d._world.pg_coalesce_state.clear()
+    return ("value", out.dtype, out.view(torch.uint8).tolist())
+
+
+def assert_one_member_all_reduces_match(upstream, device) -> None:
+    """
+    On a one-member group of the initialized process group and the default group (one member), each reduce op over
+    each dtype, alone and coalesced, must give with `torch.distributed.all_reduce` what `upstream` gives, values or
+    error; an async call must return work to wait on. `device`: the tensors' torch.device (the GPU node's NCCL check
+    in docs/results/h100/issue16/sixth/ passes a CUDA one)."""
+    import itertools
+
+    import torch
+    import torch.distributed as dist
+
+    group = dist.new_group([0])
+    ops = [dist.ReduceOp.SUM, dist.ReduceOp.PRODUCT, dist.ReduceOp.MIN, dist.ReduceOp.MAX, dist.ReduceOp.AVG]
+    ops += [dist.ReduceOp.BAND, dist.ReduceOp.BXOR, dist.ReduceOp(dist.ReduceOp.SUM)]  # a ReduceOp, not its enum
+    dtypes = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.uint8]
+    dtypes += [torch.int8, torch.bool, torch.complex64]
+    values = torch.tensor([[-2.5, 0.0, 3.0], [float("nan"), 1.5, -0.0]], device=device)
+    for op, dtype, where in itertools.product(ops, dtypes, (group, None)):
+        tensor = values.to(dtype)
+        for coalescing in (False, True):  # upstream's coalesced result may differ from its plain one (NaNs)
+            expected, got = (
+                _all_reduce_outcome(all_reduce, tensor, coalescing, op=op, group=where)
+                for all_reduce in (upstream, dist.all_reduce)
+            )
+            if got != expected:
+                raise SystemExit(
+                    f"WRONG_ANSWER: {op} of {dtype} (coalesced: {coalescing}): {got}, upstream {expected}"
+                )
+    if dist.all_reduce(values.clone(), group=group, async_op=True) is None:
+        raise SystemExit("WRONG_ANSWER: an async all-reduce returned no work to wait on")
+
+
+def scenario_one_member_all_reduces(data_dir: Path, work_dir: Path) -> None:
+    """
+    A one-rank CPU pretrain of 3 steps: no all-reduce over a one-member group may reach the backend in a training
+    step. Then, on gloo, the bridged all-reduce must give upstream's answers (assert_one_member_all_reduces_match)."""
+    import torch
+    import torch.distributed as dist
+    from lightning.pytorch import Callback
+
+    from bionemo.example_model import bridges
+    from bionemo.example_model.config import PretrainConfig
+    from bionemo.example_model.train import train
+
+    _assert_nothing_patched_yet()
+    upstream = dist.all_reduce
+    counts: dict[str, int] = {}
+    counting = [False]
+    _counting_backend_all_reduces(counts, counting)
+
+    class InTrainingSteps(Callback):
+        def on_train_batch_start(self, *args) -> None:
+            counting[0] = True
+
+        def on_train_batch_end(self, *args) -> None:
+            counting[0] = False
+
+    opts = _opts(data_dir, max_steps=3, val_check_interval=3, extra_callbacks=[InTrainingSteps()])
+    train(PretrainConfig(), opts, work_dir / "pretrain", "pretrain")
+    in_steps = dict(counts)
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    assert_one_member_all_reduces_match(upstream, torch.device("cpu"))
+    if in_steps:
+        raise SystemExit(
+            f"ONE_MEMBER_ALL_REDUCES: {sum(in_steps.values())} all-reduces over a one-member group reached the "
+            f"backend in 3 training steps ({in_steps})"
+        )
+    print(f"INSTALLED {json.dumps(bridges.installed())}", flush=True)
+    _ok("one_member_all_reduces")
+
+
 SCENARIOS = {
     "cuda_free_calls": scenario_cuda_free_calls,
+    "one_member_all_reduces": scenario_one_member_all_reduces,
     "pretrain_resume": scenario_pretrain_resume,
     "log_on_one_device": scenario_log_on_one_device,
     "disabled_one_logger_hooks": scenario_disabled_one_logger_hooks,
@@ -583,6 +741,8 @@ if __name__ == "__main__":
     command = sys.argv[1]
     if command == "torchvision":
         scenario_torchvision()
+    elif command == "unified_memory":
+        scenario_unified_memory()
     elif command == "run":
         SCENARIOS[sys.argv[2]](Path(sys.argv[3]), Path(sys.argv[4]))
     elif command == "batch":

@@ -106,10 +106,11 @@ def _tail(text: str, n: int = 4000) -> str:
 def _home(patch: str) -> str:
     """The module that holds `patch`, as registered."""
     from bionemo.example_model import bridges
-    from bionemo.example_model.bridges import torchvision_import
+    from bionemo.example_model.bridges import torchvision_import, unified_memory_import
 
     homes = {name: fn.__module__ for patches in bridges.PATCH_SETS.values() for name, fn in patches.patches.items()}
-    homes["torchvision_op_schemas"] = torchvision_import.__name__  # the import hook, not a registered patch
+    homes["torchvision_op_schemas"] = torchvision_import.__name__  # the import hooks, not registered patches
+    homes[unified_memory_import.PATCH] = unified_memory_import.__name__
     return homes[patch]
 
 
@@ -149,6 +150,33 @@ def test_without_torchvision_op_schemas_upstream_still_fails_with_nms_operator_m
     symptom = "RuntimeError: operator torchvision::nms does not exist"
     assert proc.returncode != 0 and symptom in output, _upstream_fixed(
         "torchvision_op_schemas", symptom, proc.returncode, output
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# megatron.core's import: one plain subprocess each.
+
+UNIFIED_MEMORY_PATCH = "unified_memory_not_built_at_import"
+
+
+def _unified_memory(skip: list[str] | None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "unified_memory"], env=_env(skip), capture_output=True, text=True, timeout=180
+    )
+
+
+def test_unified_memory_not_built_at_import_imports_megatron_without_a_build_and_with_upstreams_failed_build_state():
+    proc = _unified_memory(None)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and f"{OK} unified_memory" in output, _tail(output)
+
+
+def test_without_unified_memory_not_built_at_import_megatron_still_builds_its_allocator_on_import():
+    proc = _unified_memory([UNIFIED_MEMORY_PATCH])
+    output = proc.stdout + proc.stderr
+    symptom = "LOAD_INLINE_AT_IMPORT: importing megatron.core ran load_inline(name='managed_alloc_runtime')"
+    assert proc.returncode != 0 and symptom in output, _upstream_fixed(
+        UNIFIED_MEMORY_PATCH, symptom, proc.returncode, output
     )
 
 
@@ -197,6 +225,13 @@ JOBS: dict[str, tuple[str, list[str], int, int]] = {
     "cuda_free_without_cuda_free_calls_outside_the_cpu_mode": (
         "cuda_free_calls",
         ["cuda_free_calls_outside_the_cpu_mode"],
+        1,
+        JOB_TIMEOUT_S,
+    ),
+    "one_member_all_on": ("one_member_all_reduces", [], 1, JOB_TIMEOUT_S),
+    "one_member_without_one_member_all_reduce_returns_at_once": (
+        "one_member_all_reduces",
+        ["one_member_all_reduce_returns_at_once"],
         1,
         JOB_TIMEOUT_S,
     ),
@@ -602,6 +637,25 @@ def test_cuda_free_calls_outside_the_cpu_mode_keeps_adamw_and_log_out_of_the_mod
 def test_without_cuda_free_calls_outside_the_cpu_mode_adamw_and_log_still_dispatch_through_the_mode(runs):
     job, patch = "cuda_free_without_cuda_free_calls_outside_the_cpu_mode", "cuda_free_calls_outside_the_cpu_mode"
     _assert_canary(runs, job, patch, "MODE_CALLS: ", "torch calls of AdamW.step", "torch calls of LightningModule.log")
+
+
+# --- one_member_all_reduce_returns_at_once ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@uses("one_member_all_on")
+def test_one_member_all_reduce_returns_at_once_keeps_training_steps_from_the_backend_with_upstreams_results(runs):
+    job = "one_member_all_on"
+    _assert_succeeded(runs, job, "one_member_all_reduce_returns_at_once", "SCENARIO_OK one_member_all_reduces")
+
+
+@pytest.mark.slow
+@uses("one_member_without_one_member_all_reduce_returns_at_once")
+def test_without_one_member_all_reduce_returns_at_once_megatron_still_all_reduces_over_one_rank_every_step(runs):
+    job, patch = "one_member_without_one_member_all_reduce_returns_at_once", "one_member_all_reduce_returns_at_once"
+    _assert_canary(
+        runs, job, patch, "ONE_MEMBER_ALL_REDUCES: ", "param_and_grad_buffer.py start_grad_sync", "clip_grads.py"
+    )
 
 
 # --- log_reads_training_step_signature_once, megatron_callbacks_read_signatures_once --------------------------------

@@ -4,7 +4,8 @@ Bridges: where upstream NeMo / Megatron is broken for this example, patched in t
 - `registry`: `PatchSet`, the named-patch registry, and the `BIONEMO_BRIDGE_SKIP` switch the canaries use;
 - `all_devices`: patches every run needs;
 - `cpu`: patches for runs without a CUDA device;
-- `torchvision_import`: the hook that lets torchvision import on a CPU-only torch.
+- `torchvision_import`: the hook that lets torchvision import on a CPU-only torch;
+- `unified_memory_import`: the hook that keeps megatron-core from building its unified-memory allocator at import.
 
 Every patch names its upstream file and symptom and has a canary in tests/unit/test_bridges.py that runs the scenario
 with the patch switched off and asserts the symptom still appears: a fixed upstream shows up as a failing canary,

@@ -1,6 +1,7 @@
 """
-The all-device patches: upstream NeMo / Megatron / Lightning breakage that is not about CUDA, and four slownesses
-(Lightning's `self.log`, NeMo's OneLogger telemetry and callback events), installed for every run.
+The all-device patches: upstream NeMo / Megatron / Lightning breakage that is not about CUDA, and five slownesses
+(Lightning's `self.log`, NeMo's OneLogger telemetry and callback events, Megatron's one-member collectives),
+installed for every run.
 
 Each names the upstream file and symptom and has a canary in tests/unit/test_bridges.py.
 """
@@ -426,3 +427,56 @@ def _megatron_callbacks_read_signatures_once() -> None:
     import nemo.lightning.megatron_parallel as megatron_parallel
 
     megatron_parallel.inspect = _InspectReadingMethodSignaturesOnce()
+
+
+# Reductions that every backend (gloo, NCCL) has and whose result over one member is that member's tensor: AVG is
+# missing from gloo, the bitwise ones from NCCL, and PREMUL_SUM scales.
+_ONE_MEMBER_IDENTITY_OPS = ("SUM", "PRODUCT", "MIN", "MAX")
+# dtypes both backends reduce
+_ONE_MEMBER_DTYPES = ("float16", "bfloat16", "float32", "float64", "int8", "uint8", "int32", "int64")
+
+
+@PATCHES.register("one_member_all_reduce_returns_at_once")
+def _one_member_all_reduce_returns_at_once() -> None:
+    """
+    Upstream: megatron/core/distributed/param_and_grad_buffer.py `_ParamAndGradBucketGroup.start_grad_sync` (the
+    gradient buffer's sum over the data-parallel group) and megatron/core/optimizer/clip_grads.py
+    `get_grad_norm_fp32` (the gradient norm's sum over the model-parallel group) call `torch.distributed.all_reduce`
+    every training step whatever the group's size, and torch/distributed/distributed_c10d.py `all_reduce` hands a
+    one-member group's call to its backend like any other. Symptom: no error; a one-rank step makes two collectives
+    that cannot change a value, ~45-75 us each with gloo on this CPU (~2% of a CPU b128 step), and a data-parallel
+    step the model-parallel one. Fix: a synchronous all-reduce (SUM, PRODUCT, MIN or MAX) of a plain real tensor of a
+    dtype both backends reduce, over a one-member group with a backend for the tensor's device, returns at once: over
+    one member each of those reductions is the tensor as it is. A torch function mode does not see that call. Any
+    other call is upstream's: an async one (its caller waits on the work it returns), another op, a tensor subclass,
+    another dtype or device, a group of several members or none, an uninitialized process group."""
+    import torch
+    import torch.distributed as dist
+
+    original = dist.all_reduce
+    ops = {getattr(dist.ReduceOp, name) for name in _ONE_MEMBER_IDENTITY_OPS}
+    dtypes = {getattr(torch, name) for name in _ONE_MEMBER_DTYPES}
+
+    def over_one_member(tensor: object, op: object, group: object, async_op: bool) -> bool:
+        if async_op or type(tensor) not in (torch.Tensor, torch.nn.Parameter):
+            return False
+        if type(op) is not dist.ReduceOp.RedOpType or op not in ops or tensor.dtype not in dtypes:  # type: ignore[attr-defined]
+            return False
+        if not dist.is_initialized():
+            return False
+        group = dist.GroupMember.WORLD if group is None else group
+        if not isinstance(group, dist.ProcessGroup) or group.size() != 1:
+            return False
+        try:
+            group._get_backend(tensor.device)  # type: ignore[attr-defined]
+        except RuntimeError:  # no backend for that device: upstream raises
+            return False
+        return True
+
+    @functools.wraps(original)
+    def all_reduce(tensor, op=dist.ReduceOp.SUM, group=None, async_op=False):
+        if over_one_member(tensor, op, group, async_op):
+            return None
+        return original(tensor, op=op, group=group, async_op=async_op)
+
+    dist.all_reduce = all_reduce
