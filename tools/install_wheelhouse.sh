@@ -13,7 +13,8 @@
 # one that is not in DIR, and online it would replace the CUDA torch and numpy. What those packages really import is
 # pinned in requirements/gpu-node.txt, so installing exactly DIR/*.whl, nothing more, is complete.
 # Why --no-index --find-links DIR: the node has no network; pip must never try an index.
-# Why --no-compile: nothing to gain from .pyc files at install time (PYTHONDONTWRITEBYTECODE is set there anyway).
+# Why no --no-compile: pip byte-compiles what it installs, so every process that imports NeMo reads .pyc files
+# instead of compiling ~2,400 modules again (where PYTHONDONTWRITEBYTECODE is set, nothing else ever would).
 #
 # --target mode: everything lands in one directory that is put FIRST on PYTHONPATH, so it also shadows the node's
 # own lightning 2.6.6 and fsspec 2026.x with the pinned lightning 2.4.0 / fsspec 2024.12.0, without touching the
@@ -43,7 +44,7 @@ if [[ ${#WHEELS[@]} -eq 0 ]]; then
     exit 1
 fi
 
-PIP=("$PYTHON" -m pip install --no-index --no-deps --no-compile --disable-pip-version-check --find-links "$DIR")
+PIP=("$PYTHON" -m pip install --no-index --no-deps --disable-pip-version-check --find-links "$DIR")
 MARKER=.installed-by-install_wheelhouse
 
 if [[ $MODE == target ]]; then
