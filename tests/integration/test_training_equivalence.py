@@ -329,8 +329,9 @@ def test_a_run_killed_mid_save_resumes_to_bitwise_the_weights_of_the_uninterrupt
 
 # The step as it was before issue 16: NeMo's ProgressPrinter turned every logged metric into a Python number every
 # step, Lightning copied each logged metric on every `log`, OneLogger's disabled hooks reset a logger's level, and
-# NeMo's events and Lightning's `log` read method signatures on every call, and the CPU optimizer step and `log` ran
-# under the CUDA-as-CPU mode. run_stage.py puts the printer back; the switch takes those bridges off.
+# NeMo's events and Lightning's `log` read method signatures on every call, the CPU optimizer step and `log` ran
+# under the CUDA-as-CPU mode, and Megatron's one-member all-reduces went to gloo. run_stage.py puts the printer back;
+# the switch takes those bridges off.
 SPEED_BRIDGES = (
     "result_metric_to_same_device",
     "one_logger_level_set_once",

@@ -83,6 +83,7 @@ def scenario_unified_memory() -> None:
         importlib.import_module("megatron.core")
     unified_memory = sys.modules["megatron.core.inference.unified_memory"]
     assert cpp_extension.load_inline is load_inline, "load_inline was not put back after the module's import"
+    assert unified_memory.load_inline is load_inline, "the module's own load_inline is not torch's after its import"
     assert unified_memory.has_unified_memory is False and unified_memory._alloc is None, vars(unified_memory)
     assert any("Failed to create unified memory mempool." in str(w.message) for w in caught), "upstream's warning"
     assert "load_inline(" in inspect.getsource(unified_memory), "the module's source is not upstream's"
@@ -489,6 +490,9 @@ def scenario_cuda_free_calls(data_dir: Path, work_dir: Path) -> None:
     _ok("cuda_free_calls")
 
 
+PROCESS_GROUP_ALL_REDUCES = ("allreduce", "allreduce_coalesced")  # what the one-member bridge wraps
+
+
 def _counting_backend_all_reduces(counts: dict[str, int], counting: list[bool]) -> None:
     """
     While `counting[0]`, count in `counts`, by the first caller outside torch and the bridges, every all-reduce that a
@@ -509,36 +513,54 @@ def _counting_backend_all_reduces(counts: dict[str, int], counting: list[bool]) 
 
         return call
 
-    for name in ("allreduce", "allreduce_coalesced"):
+    for name in PROCESS_GROUP_ALL_REDUCES:
         setattr(ProcessGroup, name, counted(name))
 
 
-def _all_reduce_outcome(all_reduce, tensor, coalescing: bool, **kwargs) -> tuple:
+@contextlib.contextmanager
+def process_group_all_reduces(methods: dict):
+    """ProcessGroup's all-reduce methods set to `methods` (name: function) while the block runs."""
+    from torch._C._distributed_c10d import ProcessGroup
+
+    current = {name: vars(ProcessGroup)[name] for name in methods}  # the class's own (binding) attributes
+    for name, method in methods.items():
+        setattr(ProcessGroup, name, method)
+    try:
+        yield
+    finally:
+        for name, method in current.items():
+            setattr(ProcessGroup, name, method)
+
+
+def _all_reduce_outcome(calls: list, group, coalescing: bool) -> tuple:
     """
-    What `all_reduce` of a copy of `tensor`, alone or inside a coalescing manager, gives: ("value", dtype, the
-    values' bytes) or ("raises", the error's type)."""
+    What `torch.distributed.all_reduce` of a copy of each (tensor, op) of `calls`, one after another or inside one
+    coalescing manager, gives: ("value", [(dtype, the values' bytes), ...]) or ("raises", the error's type)."""
     import torch
     import torch.distributed as dist
 
-    out = tensor.clone()
-    manager = dist.distributed_c10d._coalescing_manager(kwargs["group"]) if coalescing else contextlib.nullcontext()
+    outs = [tensor.clone() for tensor, _ in calls]
+    manager = dist.distributed_c10d._coalescing_manager(group) if coalescing else contextlib.nullcontext()
     try:
         with manager:
-            work = all_reduce(out, **kwargs)
-        if work is not None:
-            work.wait()
-    except Exception as error:  # upstream's refusals (an op or dtype a backend lacks) must stay
+            works = [dist.all_reduce(out, op=op, group=group) for out, (_, op) in zip(outs, calls)]
+        for work in works:
+            if work is not None:
+                work.wait()
+    except Exception as error:  # upstream's refusals (an op, dtype or layout a backend lacks) must stay
         return ("raises", type(error).__name__)
     finally:  # a coalesced call that raised leaves its op list behind, and the next coalescing would refuse to start
         dist.distributed_c10d._world.pg_coalesce_state.clear()
-    return ("value", out.dtype, out.view(torch.uint8).tolist())
+    dense = [out.to_dense() if out.layout != torch.strided else out for out in outs]
+    return ("value", [(out.dtype, out.contiguous().view(torch.uint8).tolist()) for out in dense])
 
 
-def assert_one_member_all_reduces_match(upstream, device) -> None:
+def assert_one_member_all_reduces_match(upstream: dict, device) -> None:
     """
-    On a one-member group of the initialized process group and the default group (one member), each reduce op over
-    each dtype, alone and coalesced, must give with `torch.distributed.all_reduce` what `upstream` gives, values or
-    error; an async call must return work to wait on. `device`: the tensors' torch.device (the GPU node's NCCL check
+    On a one-member group of the initialized process group and on the default group (one member), every all-reduce
+    below, alone and coalesced, must give what it gives with ProcessGroup's `upstream` all-reduce methods, values or
+    error: each reduce op over each dtype, a sparse and a transposed tensor, two dtypes or two ops in one coalescing
+    manager. An async call must return work to wait on. `device`: the tensors' torch.device (the GPU node's NCCL check
     in docs/results/h100/issue16/sixth/ passes a CUDA one)."""
     import itertools
 
@@ -546,22 +568,23 @@ def assert_one_member_all_reduces_match(upstream, device) -> None:
     import torch.distributed as dist
 
     group = dist.new_group([0])
-    ops = [dist.ReduceOp.SUM, dist.ReduceOp.PRODUCT, dist.ReduceOp.MIN, dist.ReduceOp.MAX, dist.ReduceOp.AVG]
-    ops += [dist.ReduceOp.BAND, dist.ReduceOp.BXOR, dist.ReduceOp(dist.ReduceOp.SUM)]  # a ReduceOp, not its enum
+    SUM, MAX = dist.ReduceOp.SUM, dist.ReduceOp.MAX
+    ops = [SUM, dist.ReduceOp.PRODUCT, dist.ReduceOp.MIN, MAX, dist.ReduceOp.AVG, dist.ReduceOp.BAND]
+    ops += [dist.ReduceOp.BXOR, dist.ReduceOp(SUM)]  # a ReduceOp, not its enum
     dtypes = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.uint8]
     dtypes += [torch.int8, torch.bool, torch.complex64]
     values = torch.tensor([[-2.5, 0.0, 3.0], [float("nan"), 1.5, -0.0]], device=device)
-    for op, dtype, where in itertools.product(ops, dtypes, (group, None)):
-        tensor = values.to(dtype)
-        for coalescing in (False, True):  # upstream's coalesced result may differ from its plain one (NaNs)
-            expected, got = (
-                _all_reduce_outcome(all_reduce, tensor, coalescing, op=op, group=where)
-                for all_reduce in (upstream, dist.all_reduce)
-            )
-            if got != expected:
-                raise SystemExit(
-                    f"WRONG_ANSWER: {op} of {dtype} (coalesced: {coalescing}): {got}, upstream {expected}"
-                )
+    cases = {f"{op} of {dtype}": [(values.to(dtype), op)] for op, dtype in itertools.product(ops, dtypes)}
+    cases["a sparse tensor's MAX"] = [(values.to_sparse(), MAX)]
+    cases["a transposed tensor's SUM"] = [(values.t(), SUM)]
+    cases["two dtypes' SUM"] = [(values, SUM), (values.to(torch.float64), SUM)]
+    cases["a SUM and a MAX"] = [(values, SUM), (values * 2, MAX)]
+    for (label, calls), where, coalescing in itertools.product(cases.items(), (group, None), (False, True)):
+        with process_group_all_reduces(upstream):
+            expected = _all_reduce_outcome(calls, where, coalescing)
+        got = _all_reduce_outcome(calls, where, coalescing)
+        if got != expected:
+            raise SystemExit(f"WRONG_ANSWER: {label} (coalesced: {coalescing}): {got}, upstream {expected}")
     if dist.all_reduce(values.clone(), group=group, async_op=True) is None:
         raise SystemExit("WRONG_ANSWER: an async all-reduce returned no work to wait on")
 
@@ -573,16 +596,17 @@ def scenario_one_member_all_reduces(data_dir: Path, work_dir: Path) -> None:
     import torch
     import torch.distributed as dist
     from lightning.pytorch import Callback
+    from torch._C._distributed_c10d import ProcessGroup
 
     from bionemo.example_model import bridges
     from bionemo.example_model.config import PretrainConfig
     from bionemo.example_model.train import train
 
     _assert_nothing_patched_yet()
-    upstream = dist.all_reduce
     counts: dict[str, int] = {}
     counting = [False]
     _counting_backend_all_reduces(counts, counting)
+    upstream = {name: vars(ProcessGroup)[name] for name in PROCESS_GROUP_ALL_REDUCES}  # counting passes through
 
     class InTrainingSteps(Callback):
         def on_train_batch_start(self, *args) -> None:

@@ -429,8 +429,8 @@ def _megatron_callbacks_read_signatures_once() -> None:
     megatron_parallel.inspect = _InspectReadingMethodSignaturesOnce()
 
 
-# Reductions that every backend (gloo, NCCL) has and whose result over one member is that member's tensor: AVG is
-# missing from gloo, the bitwise ones from NCCL, and PREMUL_SUM scales.
+# Reductions that gloo and NCCL both do for every dtype below, and whose result over one member is that member's
+# tensor: gloo refuses AVG of integer tensors, NCCL has no bitwise reductions, and PREMUL_SUM scales.
 _ONE_MEMBER_IDENTITY_OPS = ("SUM", "PRODUCT", "MIN", "MAX")
 # dtypes both backends reduce
 _ONE_MEMBER_DTYPES = ("float16", "bfloat16", "float32", "float64", "int8", "uint8", "int32", "int64")
@@ -440,43 +440,55 @@ _ONE_MEMBER_DTYPES = ("float16", "bfloat16", "float32", "float64", "int8", "uint
 def _one_member_all_reduce_returns_at_once() -> None:
     """
     Upstream: megatron/core/distributed/param_and_grad_buffer.py `_ParamAndGradBucketGroup.start_grad_sync` (the
-    gradient buffer's sum over the data-parallel group) and megatron/core/optimizer/clip_grads.py
-    `get_grad_norm_fp32` (the gradient norm's sum over the model-parallel group) call `torch.distributed.all_reduce`
-    every training step whatever the group's size, and torch/distributed/distributed_c10d.py `all_reduce` hands a
-    one-member group's call to its backend like any other. Symptom: no error; a one-rank step makes two collectives
-    that cannot change a value, ~45-75 us each with gloo on this CPU (~2% of a CPU b128 step), and a data-parallel
-    step the model-parallel one. Fix: a synchronous all-reduce (SUM, PRODUCT, MIN or MAX) of a plain real tensor of a
-    dtype both backends reduce, over a one-member group with a backend for the tensor's device, returns at once: over
-    one member each of those reductions is the tensor as it is. A torch function mode does not see that call. Any
-    other call is upstream's: an async one (its caller waits on the work it returns), another op, a tensor subclass,
-    another dtype or device, a group of several members or none, an uninitialized process group."""
+    gradient buffer's sum over the data-parallel group, in a coalescing manager) and
+    megatron/core/optimizer/clip_grads.py `get_grad_norm_fp32` (the gradient norm's sum over the model-parallel group)
+    all-reduce every training step whatever the group's size, and torch/distributed/distributed_c10d.py hands a
+    one-member group's all-reduce to its backend like any other (`ProcessGroup.allreduce`, or `allreduce_coalesced` at
+    a coalescing manager's exit). Symptom: no error; a one-rank step makes two collectives that cannot change a value,
+    ~40-130 us each with gloo on this CPU and ~25-60 us of host time with NCCL on an H100, and a data-parallel step
+    the model-parallel one. Fix: at the process group, after all that torch does before the backend (its checks, torch
+    function modes, a coalescing manager's bookkeeping), a synchronous SUM, PRODUCT, MIN or MAX over a one-member group
+    returns no work when its tensors are dense, contiguous, on one device the group has a backend for, and of one dtype
+    both backends reduce: over one member, each of those reductions leaves the tensor as it is, and torch waits on no
+    work. Any other call is the backend's: an async one (its caller waits on the work), another op, layout, dtype or
+    device, a group of several members."""
     import torch
-    import torch.distributed as dist
+    from torch._C._distributed_c10d import ProcessGroup, ReduceOp
 
-    original = dist.all_reduce
-    ops = {getattr(dist.ReduceOp, name) for name in _ONE_MEMBER_IDENTITY_OPS}
+    ops = {getattr(ReduceOp.RedOpType, name) for name in _ONE_MEMBER_IDENTITY_OPS}
     dtypes = {getattr(torch, name) for name in _ONE_MEMBER_DTYPES}
 
-    def over_one_member(tensor: object, op: object, group: object, async_op: bool) -> bool:
-        if async_op or type(tensor) not in (torch.Tensor, torch.nn.Parameter):
+    def nothing_to_reduce(group: ProcessGroup, tensors: object, opts: object) -> bool:
+        if group.size() != 1 or opts.asyncOp or opts.reduceOp.op not in ops:  # type: ignore[attr-defined]
             return False
-        if type(op) is not dist.ReduceOp.RedOpType or op not in ops or tensor.dtype not in dtypes:  # type: ignore[attr-defined]
+        if not isinstance(tensors, (list, tuple)) or not tensors:
             return False
-        if not dist.is_initialized():
+        first = tensors[0]
+        if not isinstance(first, torch.Tensor) or first.dtype not in dtypes:
             return False
-        group = dist.GroupMember.WORLD if group is None else group
-        if not isinstance(group, dist.ProcessGroup) or group.size() != 1:
-            return False
+        for tensor in tensors:
+            if type(tensor) not in (torch.Tensor, torch.nn.Parameter) or tensor.layout is not torch.strided:
+                return False
+            if tensor.dtype != first.dtype or tensor.device != first.device:
+                return False
+            if not tensor.is_contiguous():
+                return False
         try:
-            group._get_backend(tensor.device)  # type: ignore[attr-defined]
-        except RuntimeError:  # no backend for that device: upstream raises
+            group._get_backend(first.device)  # type: ignore[attr-defined]
+        except RuntimeError:  # no backend for that device: the backend call raises
             return False
         return True
 
-    @functools.wraps(original)
-    def all_reduce(tensor, op=dist.ReduceOp.SUM, group=None, async_op=False):
-        if over_one_member(tensor, op, group, async_op):
-            return None
-        return original(tensor, op=op, group=group, async_op=async_op)
+    def returning_at_once(name: str) -> None:
+        original = getattr(ProcessGroup, name)
 
-    dist.all_reduce = all_reduce
+        @functools.wraps(original)
+        def collective(self: ProcessGroup, *args: Any, **kwargs: Any) -> Any:
+            if len(args) == 2 and not kwargs and nothing_to_reduce(self, *args):
+                return None
+            return original(self, *args, **kwargs)
+
+        setattr(ProcessGroup, name, collective)
+
+    returning_at_once("allreduce")
+    returning_at_once("allreduce_coalesced")

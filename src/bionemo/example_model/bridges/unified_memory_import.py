@@ -21,14 +21,11 @@ PATCH = "unified_memory_not_built_at_import"
 MODULE = "megatron.core.inference.unified_memory"
 
 
-def _not_built(*args: Any, **kwargs: Any) -> None:
-    raise RuntimeError(f"bionemo-example_model: not built at import ({PATCH}; BIONEMO_BRIDGE_SKIP={PATCH} builds it)")
-
-
 class _ExecWithoutBuild(importlib.abc.Loader):
     """
     Upstream's loader of `MODULE`, except that while the module's body runs, `torch.utils.cpp_extension.load_inline`
-    (which the body imports by name) raises as a failed build does."""
+    (which the body imports by name) raises, for that module only, as a failed build does; afterwards the module's
+    `load_inline` is torch's again."""
 
     def __init__(self, loader: importlib.abc.Loader) -> None:
         self.loader = loader
@@ -40,11 +37,20 @@ class _ExecWithoutBuild(importlib.abc.Loader):
         import torch.utils.cpp_extension as cpp_extension
 
         load_inline = cpp_extension.load_inline
-        cpp_extension.load_inline = _not_built
+
+        def not_built_for_megatron(*args: Any, **kwargs: Any) -> Any:
+            if sys._getframe(1).f_globals.get("__name__") != MODULE:  # another thread's call meanwhile
+                return load_inline(*args, **kwargs)
+            raise RuntimeError(f"bionemo-example_model: not built at import ({PATCH}; BIONEMO_BRIDGE_SKIP={PATCH})")
+
+        cpp_extension.load_inline = not_built_for_megatron
         try:
             self.loader.exec_module(module)
         finally:
             cpp_extension.load_inline = load_inline
+            if getattr(module, "load_inline", None) is not_built_for_megatron:
+                module.load_inline = load_inline
+            _step_aside()
 
     def __getattr__(self, name: str) -> Any:  # get_source, is_package, ...: upstream's loader answers
         return getattr(self.loader, name)
@@ -52,17 +58,26 @@ class _ExecWithoutBuild(importlib.abc.Loader):
 
 class _UnifiedMemoryWithoutBuild(importlib.abc.MetaPathFinder):
     """
-    Finds `MODULE` through the regular finders the first time it is imported, with `_ExecWithoutBuild` as its
-    loader, then steps aside."""
+    Finds `MODULE` through the regular finders, with `_ExecWithoutBuild` as its loader; steps aside once the module
+    has been executed (a mere `find_spec` probe leaves it in place)."""
+
+    finding = False
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:  # noqa: D102
-        if name != MODULE or self not in sys.meta_path:
+        if name != MODULE or self.finding:
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
+        self.finding = True
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            self.finding = False
         if spec is not None and spec.loader is not None:
             spec.loader = _ExecWithoutBuild(spec.loader)
         return spec
+
+
+def _step_aside() -> None:
+    sys.meta_path[:] = [finder for finder in sys.meta_path if not isinstance(finder, _UnifiedMemoryWithoutBuild)]
 
 
 def skip_unified_memory_build_on_import() -> None:
@@ -76,8 +91,9 @@ def skip_unified_memory_build_on_import() -> None:
     fails after ~15 s each time (upstream warns "Failed to create unified memory mempool.", and a failed build is
     not cached), which was half of the first training step there; on a CPU torch it fails at once. Fix: while that
     module's body runs, `load_inline` raises as a failed build does, so the module ends as upstream's does where the
-    build fails: `has_unified_memory` False, the same warning. Only Megatron's dynamic inference context with
-    unified memory reads it; nothing in NeMo's training, or in the example, does. A process that needs it sets
+    build fails: `has_unified_memory` False, the same warning. Where the build would succeed, the allocator is off
+    too: only Megatron's dynamic inference context with unified memory reads it, and it then gets what it gets where
+    the build fails; nothing in NeMo's training, or in the example, reads it. A process that needs it sets
     `BIONEMO_BRIDGE_SKIP=unified_memory_not_built_at_import`."""
     if skipped(PATCH) or MODULE in sys.modules:
         return
