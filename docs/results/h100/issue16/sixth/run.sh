@@ -11,13 +11,7 @@ source docs/results/h100/issue16/install.sh
 python3 docs/results/cpu/issue16/sixth/one_member_bench.py --backend nccl --check > "$OUT/one-member-bench.txt" 2>&1
 echo "one_member_bench rc=$?" >> "$OUT/one-member-bench.txt"; grep -v Warning "$OUT/one-member-bench.txt" | tail -7
 el "one-member bench"
-mkdir -p benchmarks/results
-pytest benchmarks/test_step_bench.py -p no:cacheprovider --basetemp=/tmp/pb-$$ \
-  --benchmark-json benchmarks/results/benchmark.json > "$OUT/bench.log" 2>&1; echo "pytest rc=$?" >> "$OUT/bench.log"
-python3 benchmarks/summarize.py >> "$OUT/bench.log" 2>&1
-cp benchmarks/results/latest.json "$OUT/bench-latest.json" 2>/dev/null
-el "bench: $(grep -E 'passed|failed' "$OUT/bench.log" | tail -1)"
-grep -A8 '"ratios"' "$OUT/bench-latest.json"
+source docs/results/h100/issue16/bench.sh
 start=$(date +%s)
 python3 -m nox -s "gpu(devices=1, precision='32')" > "$OUT/gpu-cell.log" 2>&1
 echo "gpu cell rc=$? in $(( $(date +%s) - start )) s" | tee -a "$OUT/gpu-cell.log"
