@@ -70,6 +70,7 @@ from pathlib import Path
 
 import pytest
 
+from bionemo.example_model.bridges import unified_memory_import
 from bionemo.example_model.bridges.registry import SKIP_ENV
 from support.processes import LAUNCHER_ENV
 
@@ -106,7 +107,7 @@ def _tail(text: str, n: int = 4000) -> str:
 def _home(patch: str) -> str:
     """The module that holds `patch`, as registered."""
     from bionemo.example_model import bridges
-    from bionemo.example_model.bridges import torchvision_import, unified_memory_import
+    from bionemo.example_model.bridges import torchvision_import
 
     homes = {name: fn.__module__ for patches in bridges.PATCH_SETS.values() for name, fn in patches.patches.items()}
     homes["torchvision_op_schemas"] = torchvision_import.__name__  # the import hooks, not registered patches
@@ -128,14 +129,15 @@ def _upstream_fixed(patch: str, symptom: str, rc: int, output: str) -> str:
 # torchvision: no NeMo needed, one plain subprocess each.
 
 
-def _torchvision(skip: list[str] | None) -> subprocess.CompletedProcess:
+def _import_scenario(scenario: str, skip: list[str] | None, timeout_s: int) -> subprocess.CompletedProcess:
+    """One fresh process running an import scenario of `bridge_scenarios.py` with the `skip` bridges off."""
     return subprocess.run(
-        [sys.executable, str(SCRIPT), "torchvision"],
-        env=_env(skip),
-        capture_output=True,
-        text=True,
-        timeout=120,
+        [sys.executable, str(SCRIPT), scenario], env=_env(skip), capture_output=True, text=True, timeout=timeout_s
     )
+
+
+def _torchvision(skip: list[str] | None) -> subprocess.CompletedProcess:
+    return _import_scenario("torchvision", skip, timeout_s=120)
 
 
 def test_torchvision_op_schemas_makes_torchvision_import_work():
@@ -156,13 +158,9 @@ def test_without_torchvision_op_schemas_upstream_still_fails_with_nms_operator_m
 # ---------------------------------------------------------------------------------------------------------------------
 # megatron.core's import: one plain subprocess each.
 
-UNIFIED_MEMORY_PATCH = "unified_memory_not_built_at_import"
-
 
 def _unified_memory(skip: list[str] | None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), "unified_memory"], env=_env(skip), capture_output=True, text=True, timeout=180
-    )
+    return _import_scenario("unified_memory", skip, timeout_s=180)
 
 
 def test_unified_memory_not_built_at_import_imports_megatron_without_a_build_and_with_upstreams_failed_build_state():
@@ -172,11 +170,11 @@ def test_unified_memory_not_built_at_import_imports_megatron_without_a_build_and
 
 
 def test_without_unified_memory_not_built_at_import_megatron_still_builds_its_allocator_on_import():
-    proc = _unified_memory([UNIFIED_MEMORY_PATCH])
+    proc = _unified_memory([unified_memory_import.PATCH])
     output = proc.stdout + proc.stderr
     symptom = "LOAD_INLINE_AT_IMPORT: importing megatron.core ran load_inline(name='managed_alloc_runtime')"
     assert proc.returncode != 0 and symptom in output, _upstream_fixed(
-        UNIFIED_MEMORY_PATCH, symptom, proc.returncode, output
+        unified_memory_import.PATCH, symptom, proc.returncode, output
     )
 
 

@@ -464,15 +464,15 @@ def _one_member_all_reduce_returns_at_once() -> None:
         if not isinstance(tensors, (list, tuple)) or not tensors:
             return False
         first = tensors[0]
-        if not isinstance(first, torch.Tensor) or first.dtype not in dtypes:
-            return False
-        for tensor in tensors:
+        for tensor in tensors:  # the first is checked first, so reading its dtype and device below is safe
             if type(tensor) not in (torch.Tensor, torch.nn.Parameter) or tensor.layout is not torch.strided:
                 return False
             if tensor.dtype != first.dtype or tensor.device != first.device:
                 return False
             if not tensor.is_contiguous():
                 return False
+        if first.dtype not in dtypes:
+            return False
         try:
             group._get_backend(first.device)  # type: ignore[attr-defined]
         except RuntimeError:  # no backend for that device: the backend call raises
