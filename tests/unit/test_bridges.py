@@ -125,15 +125,15 @@ def _upstream_fixed(patch: str, symptom: str, rc: int, output: str) -> str:
     )
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# torchvision: no NeMo needed, one plain subprocess each.
-
-
 def _import_scenario(scenario: str, skip: list[str] | None, timeout_s: int) -> subprocess.CompletedProcess:
     """One fresh process running an import scenario of `bridge_scenarios.py` with the `skip` bridges off."""
     return subprocess.run(
         [sys.executable, str(SCRIPT), scenario], env=_env(skip), capture_output=True, text=True, timeout=timeout_s
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# torchvision: no NeMo needed, one plain subprocess each.
 
 
 def _torchvision(skip: list[str] | None) -> subprocess.CompletedProcess:

@@ -3,17 +3,19 @@ Issue 16, seventh measures: `benchmarks/step_runner.py` with megatron-core's ful
 
 NeMo's `MegatronStep.forward_backward_func` wraps Megatron's forward-backward function in
 `megatron.core.full_cuda_graph.FullCudaGraphWrapper` when the model's config has `enable_cuda_graph` and
-`cuda_graph_scope == "full_iteration"`: from the second step on, forward, loss and backward (with the gradient
-finalisation Megatron runs inside that function) replay as one CUDA graph; the optimizer step, Lightning's loop and
-NeMo's logging stay outside. That route fails before training here: megatron-core 0.15's
-`TransformerConfig.__post_init__` turns the deprecated `enable_cuda_graph` into `cuda_graph_impl="local"`, and
-asserts that the two are not both set when it runs again, which NeMo's `set_model_parallel_attributes` makes it do.
-So this sets `cuda_graph_impl="local"` and `cuda_graph_scope="full_iteration"` on the pretraining config the step
-runner builds, makes Megatron's RNG tracker cudagraphable, and makes `MegatronStep.forward_backward_func` the wrapper,
-as NeMo would (`GRAPH=0`: not, for the
-reference). Both print the reduced training loss of steps 1, 2, 10 and the last but one (`LOSS step N: value`), to
-compare, and a run whose training ends but whose final checkpoint save fails still reports its step times. Same
-arguments as step_runner.py; `--accelerator gpu` only.
+`cuda_graph_scope == "full_iteration"`: forward, loss and backward (with the gradient finalisation Megatron runs inside
+that function) are captured as one CUDA graph at the second step and replayed from the third; the optimizer step,
+Lightning's loop and NeMo's logging stay outside (the example's own `train_loss` log, made in `training_step`, is
+inside). That route fails before training here: megatron-core 0.15's `TransformerConfig.__post_init__` turns the
+deprecated `enable_cuda_graph` into `cuda_graph_impl="local"`, and asserts that the two are not both set when it runs
+again, which NeMo's `set_model_parallel_attributes` makes it do. So this sets `cuda_graph_impl="local"` and
+`cuda_graph_scope="full_iteration"` on the pretraining config the step runner builds, makes Megatron's RNG tracker
+cudagraphable, and makes `MegatronStep.forward_backward_func` the wrapper, as NeMo would; with `GRAPH=0` none of this
+is done (the reference run). Both print the reduced training loss of steps 1, 2, 10 and the last but one (`LOSS step N:
+value`), to compare. Any error `train()` raises is printed, not raised, so that a run whose final checkpoint save fails
+(replacing `PretrainConfig` by a function breaks NeMo's context dump) still reports its step times; a run that failed
+mid-training reports only the steps it made, without the LOSS line of the last but one. Same arguments as
+step_runner.py; `--accelerator gpu` only.
 """
 
 import functools
