@@ -20,6 +20,7 @@ from bionemo.core.data.permute import permute
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from bionemo.example_model import sampling
 from bionemo.example_model.sampling import check_resampler_args, permute_many, resampler_epoch_indices
 
 INT32_MAX = 2**31 - 1  # the resampler draws epoch seeds from [0, INT32_MAX)
@@ -356,9 +357,12 @@ def test_resampler_epoch_indices_equals_upstream_per_index_mapping(n, sizing, sh
     assert idx.tolist() == [int(e.idx) for e in expected]
 
 
-def test_resampler_epoch_indices_equals_upstream_across_epoch_and_chunk_boundaries():
+@pytest.mark.parametrize("chunk", [None, 1024], ids=["default_chunk", "four_chunks"])
+def test_resampler_epoch_indices_equals_upstream_across_epoch_and_chunk_boundaries(chunk, monkeypatch):
+    if chunk is not None:  # the default chunk holds the whole call; a smaller one makes it cross chunk boundaries
+        monkeypatch.setattr(sampling, "_CHUNK", chunk)
     resampler = MultiEpochDatasetResampler(EchoDataset(1500), num_samples=5000, seed=7)
-    indices = np.random.default_rng(0).permutation(5000)  # many epochs per call, > 1 chunk of work
+    indices = np.random.default_rng(0).permutation(5000)  # many epochs per call
     expected = upstream_mapping(resampler, indices)
     for got, want in zip(batched_mapping(resampler, indices), expected):
         np.testing.assert_array_equal(got, want)

@@ -84,8 +84,8 @@ _MUL1, _MUL2, _MUL3, _MUL4, _MUL5, _MUL6 = 0xE170893D, 0x0929EB3F, 0x6935FA69, 0
 # Largest range upstream's mask covers fully (see `permute_many`).
 _MAX_LENGTH = 1 << 32
 
-# Entries hashed per pass: bounds the scratch memory and the work spent re-hashing entries already in range.
-_CHUNK = 1024
+# Entries hashed per pass: bounds the scratch memory (~17 int64 rows of this length) for very long index arrays.
+_CHUNK = 1 << 16
 
 
 def _to_tensor_like(values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
@@ -102,8 +102,10 @@ def _permute_array(index: np.ndarray, length: int, seed: int | np.ndarray) -> np
 
     Arguments are assumed valid. Every operand is a full-length array because, for batch-sized arrays, a NumPy
     ufunc with a scalar operand costs ~3x one with an array operand (the scalar is converted on every call), and
-    the hash is ~20 ufunc calls per cycle-walking round. Rounds re-hash the whole chunk and record each entry the
-    first time it lands in range, which is what upstream's per-index `while True` loop returns.
+    the hash is ~20 ufunc calls per cycle-walking round. Each round records the entries that landed in range, which
+    is what upstream's per-index `while True` loop returns, and hashes only the others again: the mask is under
+    twice the length, so fewer than half the entries walk on after any round and the work stays under two rounds'
+    whatever the longest walk (re-hashing whole chunks every round made the example's epoch order 2-3x slower).
     """
     n = index.size
     m = min(n, _CHUNK)
@@ -130,19 +132,15 @@ def _permute_array(index: np.ndarray, length: int, seed: int | np.ndarray) -> np
     for lo in range(0, n, _CHUNK):
         hi = min(lo + _CHUNK, n)
         k = hi - lo
-        if n <= _CHUNK:  # the usual batch: skip slicing ~17 rows
-            s0, s16, s8, s23, mul3, shift = seed_rows
-            w_, len_, c4, c1, c11, c2, m1, m2, m4, m5, m6 = fixed
-        else:  # per-entry seed rows span all of `index`; shared rows are one chunk long
-            s0, s16, s8, s23, mul3, shift = (r[lo:hi] if per_entry else r[:k] for r in seed_rows)
-            w_, len_, c4, c1, c11, c2, m1, m2, m4, m5, m6 = (r[:k] for r in fixed)
         x = index[lo:hi].copy()
         res = out[lo:hi]
-        t = np.empty_like(x)
-        done = np.zeros(k, dtype=bool)
-        in_range = np.empty(k, dtype=bool)
-        new = np.empty(k, dtype=bool)
+        at = np.arange(k)  # where in `res` each entry still cycle-walking belongs
+        walking_rows = [r[lo:hi] if per_entry else r[:k] for r in seed_rows[:5]]
         while True:
+            size = x.size
+            w_, len_, c4, c1, c11, c2, m1, m2, m4, m5, m6 = (r[:size] for r in fixed)
+            s0, s16, s8, s23, mul3 = walking_rows if per_entry else (r[:size] for r in walking_rows)
+            t = np.empty_like(x)
             xor(x, s0, x)
             mul(x, m1, x)
             xor(x, s16, x)
@@ -160,15 +158,20 @@ def _permute_array(index: np.ndarray, length: int, seed: int | np.ndarray) -> np
             mul(x, m6, x)
             band(x, w_, x)
 
-            np.less(x, len_, in_range)
-            np.greater(in_range, done, new)  # in range now and not before: upstream's loop would stop here
-            np.copyto(res, x, where=new)
-            np.logical_or(done, in_range, done)
-            if done.all():
+            walking = x >= len_
+            if not walking.any():  # all in range: where upstream's per-index loop returns
+                res[at] = x
                 break
+            landed = ~walking
+            res[at[landed]] = x[landed]
+            # Only the entries still out of range are hashed again: a round costs what is left to walk.
+            x, at = x[walking], at[walking]
+            if per_entry:
+                walking_rows = [r[walking] for r in walking_rows]
 
         # (res + shift) % length without int64 overflow, as both terms are in [0, length).
-        gap = len_ - shift
+        shift = seed_rows[5][lo:hi] if per_entry else seed_rows[5][:k]
+        gap = fixed[1][:k] - shift
         res[...] = np.where(res >= gap, res - gap, res + shift)
     return out
 
