@@ -151,7 +151,8 @@ def main(argv: list[str]) -> int:
     result = run_megatron(args) if args.mode == "megatron" else run_raw(args)
     if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
         Path(args.out).write_text(json.dumps(result, indent=1))
-        print(f"{args.mode} b{args.batch}: median {result['median_ms']:.2f} ms/step over {len(result['step_ms'])}")
+        times = " ".join(f"{k} {result[k + '_ms']:.3f}" for k in ("min", "p25", "median"))
+        print(f"{args.mode} b{args.batch}: {times} ms/step over {len(result['step_ms'])} steps")
     return 0
 
 
