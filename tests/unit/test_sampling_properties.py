@@ -347,7 +347,7 @@ def test_resampler_epoch_indices_equals_upstream_per_index_mapping(n, sizing, sh
         kwargs = {}
     resampler = MultiEpochDatasetResampler(EchoDataset(n), shuffle=shuffle, seed=seed, **kwargs)
     total = len(resampler)
-    # A random batch (any order, repeats, spanning epochs) or the whole run, which crosses chunk boundaries.
+    # A random batch (any order, repeats, spanning epochs) or the whole run.
     indices = data.draw(
         st.one_of(st.lists(st.integers(0, total - 1), max_size=200), st.just(list(range(total)))), label="indices"
     )
@@ -357,7 +357,7 @@ def test_resampler_epoch_indices_equals_upstream_per_index_mapping(n, sizing, sh
     assert idx.tolist() == [int(e.idx) for e in expected]
 
 
-@pytest.mark.parametrize("chunk", [None, 1024], ids=["default_chunk", "four_chunks"])
+@pytest.mark.parametrize("chunk", [None, 1024], ids=["default_chunk", "five_chunks"])
 def test_resampler_epoch_indices_equals_upstream_across_epoch_and_chunk_boundaries(chunk, monkeypatch):
     if chunk is not None:  # the default chunk holds the whole call; a smaller one makes it cross chunk boundaries
         monkeypatch.setattr(sampling, "_CHUNK", chunk)
@@ -366,6 +366,12 @@ def test_resampler_epoch_indices_equals_upstream_across_epoch_and_chunk_boundari
     expected = upstream_mapping(resampler, indices)
     for got, want in zip(batched_mapping(resampler, indices), expected):
         np.testing.assert_array_equal(got, want)
+
+
+def test_permute_many_equals_upstream_across_chunk_boundaries_with_one_seed(monkeypatch):
+    monkeypatch.setattr(sampling, "_CHUNK", 1024)  # 5 chunks, the last one short, all hashed with one shared seed
+    got = permute_many(torch.arange(5000), 5000, np.int64(7))
+    assert got.tolist() == [int(permute(i, 5000, np.int64(7))) for i in range(5000)]
 
 
 # --- one-item datasets -----------------------------------------------------------------------------------------------

@@ -84,7 +84,7 @@ _MUL1, _MUL2, _MUL3, _MUL4, _MUL5, _MUL6 = 0xE170893D, 0x0929EB3F, 0x6935FA69, 0
 # Largest range upstream's mask covers fully (see `permute_many`).
 _MAX_LENGTH = 1 << 32
 
-# Entries hashed per pass: bounds the scratch memory (~17 int64 rows of this length) for very long index arrays.
+# Entries hashed per pass: bounds the scratch memory (the hash's constant rows are this long) for long index arrays.
 _CHUNK = 1 << 16
 
 
@@ -104,8 +104,9 @@ def _permute_array(index: np.ndarray, length: int, seed: int | np.ndarray) -> np
     ufunc with a scalar operand costs ~3x one with an array operand (the scalar is converted on every call), and
     the hash is ~20 ufunc calls per cycle-walking round. Each round records the entries that landed in range, which
     is what upstream's per-index `while True` loop returns, and hashes only the others again: the mask is under
-    twice the length, so fewer than half the entries walk on after any round and the work stays under two rounds'
-    whatever the longest walk (re-hashing whole chunks every round made the example's epoch order 2-3x slower).
+    twice the length, so on average fewer than half the entries walk on after a round and the expected work is
+    under two rounds' whatever the longest walk (re-hashing whole chunks every round made the example's epoch order
+    2-3x slower).
     """
     n = index.size
     m = min(n, _CHUNK)
