@@ -3,7 +3,7 @@
 # ab_before_sampling.py at the repo root: `git show 00d72e0:src/bionemo/example_model/sampling.py`), on one GPU:
 # the stock megatron step (step_runner.py) at b8192 and b128 with each, alternating, and the raw loop at b8192 (it
 # reads no sampling.py) once a round. Repo root, $OUT set, wheelhouse/ built:
-#     bash docs/results/h100/issue16/eighth/ab.sh              (ROUNDS=2; BATCHES="8192 128": the megatron runs)
+#     bash docs/results/h100/issue16/eighth/ab.sh   (ROUNDS=2; BATCHES="8192 128": the megatron runs; TAG: ab$TAG.txt)
 set -uo pipefail
 : "${OUT:?set OUT to the folder for the results}"
 source docs/results/h100/issue16/install.sh

@@ -15,7 +15,7 @@ ORDER = [
     ("Lightning log() calls", "LightningModule.log"),
     ("data fetch: the epoch's order (computed once an epoch)", "MnistResampler._epoch_order"),
     ("data fetch: NeMo's sampler listing the batch's indices", "MegatronPretrainingSampler.__iter__"),
-    ("data fetch: the rest (gather)", "_DataFetcher.__next__"),
+    ("data fetch: the rest (the index list to a tensor, the gather)", "_DataFetcher.__next__"),
     ("optimizer: grad norm + clip", "ChainedOptimizer.get_grad_norm"),
     ("optimizer: Adam step", "Adam.step"),
     ("optimizer: rest", "ChainedOptimizer.step"),
