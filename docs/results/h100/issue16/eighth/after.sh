@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 16, eighth measures, last call: on the GPU node, the epoch order before and after the compacting cycle-walk
+# Issue 16, eighth measures, call 5: on the GPU node, the epoch order before and after the compacting cycle-walk
 # (epoch_order_bench.py), and py-spy (--nonblocking) of the graphed b8192 step with the new sampling.py and with
 # 00d72e0's (ab_before_sampling.py, untracked, at the repo root), new first. Repo root, $OUT set, wheelhouse/ built
 # with py-spy's wheel added:
