@@ -127,6 +127,7 @@ def _permute_array(index: np.ndarray, length: int, seed: int | np.ndarray) -> np
     fixed = list(table[:11])
     if not per_entry:
         seed_rows = list(table[11:])
+    *hash_rows, shift_row = seed_rows  # the hash's five seed rows; the final shift (seed % length)
 
     xor, band, rshift, mul = np.bitwise_xor, np.bitwise_and, np.right_shift, np.multiply
     out = np.empty_like(index)
@@ -136,7 +137,7 @@ def _permute_array(index: np.ndarray, length: int, seed: int | np.ndarray) -> np
         x = index[lo:hi].copy()
         res = out[lo:hi]
         at = np.arange(k)  # where in `res` each entry still cycle-walking belongs
-        walking_rows = [r[lo:hi] if per_entry else r[:k] for r in seed_rows[:5]]
+        walking_rows = [r[lo:hi] if per_entry else r[:k] for r in hash_rows]
         while True:
             size = x.size
             w_, len_, c4, c1, c11, c2, m1, m2, m4, m5, m6 = (r[:size] for r in fixed)
@@ -171,7 +172,7 @@ def _permute_array(index: np.ndarray, length: int, seed: int | np.ndarray) -> np
                 walking_rows = [r[walking] for r in walking_rows]
 
         # (res + shift) % length without int64 overflow, as both terms are in [0, length).
-        shift = seed_rows[5][lo:hi] if per_entry else seed_rows[5][:k]
+        shift = shift_row[lo:hi] if per_entry else shift_row[:k]
         gap = fixed[1][:k] - shift
         res[...] = np.where(res >= gap, res - gap, res + shift)
     return out
