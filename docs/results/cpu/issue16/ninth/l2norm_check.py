@@ -1,7 +1,8 @@
 """
 Issue 16, ninth measures: a candidate for megatron-core's no-Apex gradient norm, tried and not kept.
 
-    PYTHONPATH=src python docs/results/cpu/issue16/ninth/l2norm_check.py > l2norm_check.txt
+    PYTHONPATH=src python3 docs/results/cpu/issue16/ninth/l2norm_check.py \
+        > docs/results/cpu/issue16/ninth/l2norm_check.txt
 
 megatron/core/utils.py `local_multi_tensor_l2_norm` takes each tensor's norm on its device and builds a host tensor
 from the list, `torch.tensor(l2)`, which reads them back one at a time (a device sync each on a GPU). The candidate

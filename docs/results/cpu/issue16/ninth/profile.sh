@@ -7,5 +7,5 @@ set -euo pipefail
 data=$1 out=$2; mkdir -p "$out"; rm -rf /tmp/ninth-profile-run
 PYTHONPATH=src .nox/unit/bin/py-spy record --idle --nonblocking --format raw -r 250 -o /tmp/pyspy-megatron-b128.raw \
   -- .nox/unit/bin/python benchmarks/step_runner.py megatron --batch 128 --steps 3000 --warmup 30 --accelerator cpu \
-  --data-dir "$data" --out "$out/pyspy-megatron-b128.json" --run-dir /tmp/ninth-profile-run 2>&1 | tail -1
+  --data-dir "$data" --out "$out/pyspy-megatron-b128.json" --run-dir /tmp/ninth-profile-run 2>&1 | grep "ms/step"
 gzip -c /tmp/pyspy-megatron-b128.raw > "$out/pyspy-megatron-b128.raw.gz"
