@@ -13,10 +13,11 @@ With $BIONEMO_TEST_DIE_IN_SAVE_AT_STEP=N, the process dies (exit code 17, no cle
 first checkpoint save made at global step N, right after the weights are written and before NeMo writes the
 checkpoint's context/ and clears its "unfinished" marker: a crash in the middle of a save.
 
-With $BIONEMO_TEST_NEMO_PROGRESS_PRINTER set, the stage shows NeMo's `ProgressPrinter` (every `--log-every-n-steps`,
-as the package did before issue 16) instead of the package's `StepProgress`, and the process prints the names of
-the bridges it installed when it ends: with `BIONEMO_BRIDGE_SKIP=result_metric_to_same_device`, that is the step
-with its old per-step metric reads and copies.
+With $BIONEMO_TEST_OLD_STEP set, the stage runs the step as the package did before issue 16: it shows NeMo's
+`ProgressPrinter` (every `--log-every-n-steps`) instead of the package's `StepProgress`, and NeMo's call of each
+microbatch's loss reduction computes the loss again instead of taking the one `training_step` computed. The process
+prints the names of the bridges it installed when it ends: with the speed bridges skipped (`BIONEMO_BRIDGE_SKIP`),
+that is the step with its old per-step metric reads and copies.
 
 The equivalence and resume tests compare the loss of every step, and the CLI logs every 50 by default (a CSV row and
 a progress line): with $BIONEMO_TEST_LOG_EVERY_N_STEPS set, `--log-every-n-steps` with that value is added to the
@@ -82,6 +83,12 @@ def _use_nemo_progress_printer() -> None:
     logs.adopt_framework_logging = adopt_then_patch
 
 
+def _compute_each_training_loss_twice() -> None:
+    from bionemo.example_model.losses import _SampleMeanLossReduction
+
+    _SampleMeanLossReduction.keep_for_the_next_call = lambda self, forward_out, result: None
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] != "cli":
         print(__doc__, file=sys.stderr)
@@ -91,14 +98,15 @@ def main(argv: list[str]) -> int:
 
     if step := os.environ.get("BIONEMO_TEST_DIE_IN_SAVE_AT_STEP"):
         _die_in_save_at_step(int(step))
-    old_progress = bool(os.environ.get("BIONEMO_TEST_NEMO_PROGRESS_PRINTER"))
-    if old_progress:
+    old_step = bool(os.environ.get("BIONEMO_TEST_OLD_STEP"))
+    if old_step:
         _use_nemo_progress_printer()
+        _compute_each_training_loss_twice()
     args = argv[1:]
     if every := os.environ.get("BIONEMO_TEST_LOG_EVERY_N_STEPS"):
         args = [*args, "--log-every-n-steps", every]
     code = cli.main(args)
-    if old_progress:
+    if old_step:
         from bionemo.example_model.bridges import installed
 
         print(f"run_stage: bridges installed: {','.join(installed())}", flush=True)

@@ -6,8 +6,9 @@
   also after a run killed in the middle of a checkpoint save: bit for bit (the `bitwise` tests), and, so that a
   failure tells a rounding from a lost Adam state, up to support.records.RESUME_ATOL. A distributed-optimizer run
   stopped on two ranks and resumed on one continues from its Adam state.
-* The step as it was before issue 16 (NeMo's ProgressPrinter reading every metric every step, Lightning copying every
-  logged metric) trains bit for bit the same losses, weights and Adam state as the step now.
+* The step as it was before issue 16 (NeMo's ProgressPrinter reading every metric every step, each microbatch's loss
+  computed twice, Lightning copying every logged metric) trains bit for bit the same losses, weights and Adam state
+  as the step now.
 * Splitting the global batch of 128 images as 2 ranks x 64, 1 rank x 128, 1 rank x 4 accumulated microbatches
   of 32, or 2 ranks x 4 x 16 with Megatron's distributed optimizer gives the same per-step loss, validation loss
   and final weights, up to float summation order.
@@ -328,10 +329,11 @@ def test_a_run_killed_mid_save_resumes_to_bitwise_the_weights_of_the_uninterrupt
 
 
 # The step as it was before issue 16: NeMo's ProgressPrinter turned every logged metric into a Python number every
-# step, Lightning copied each logged metric on every `log`, OneLogger's disabled hooks reset a logger's level, and
+# step, each microbatch's loss was computed twice (in the module's `training_step`, to log it, and in NeMo's call),
+# Lightning copied each logged metric on every `log`, OneLogger's disabled hooks reset a logger's level, and
 # NeMo's events and Lightning's `log` read method signatures on every call, the CPU optimizer step and `log` ran
-# under the CUDA-as-CPU mode, and Megatron's one-member all-reduces went to gloo. run_stage.py puts the printer back;
-# the switch takes those bridges off.
+# under the CUDA-as-CPU mode, and Megatron's one-member all-reduces went to gloo. run_stage.py puts the printer and
+# the second loss back; the switch takes those bridges off.
 SPEED_BRIDGES = (
     "result_metric_to_same_device",
     "one_logger_level_set_once",
@@ -340,7 +342,7 @@ SPEED_BRIDGES = (
     "cuda_free_calls_outside_the_cpu_mode",
     "one_member_all_reduce_returns_at_once",
 )
-OLD_STEP_ENV = {**PER_STEP_LOGS, "BIONEMO_TEST_NEMO_PROGRESS_PRINTER": "1", SKIP_ENV: ",".join(SPEED_BRIDGES)}
+OLD_STEP_ENV = {**PER_STEP_LOGS, "BIONEMO_TEST_OLD_STEP": "1", SKIP_ENV: ",".join(SPEED_BRIDGES)}
 
 
 @pytest.fixture(scope="session")

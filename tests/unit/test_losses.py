@@ -21,6 +21,7 @@ from bionemo.example_model.data import PAD_IDX
 from bionemo.example_model.losses import (
     ClassifierLossReduction,
     CountsReducedSamples,
+    KeepsItsLoss,
     MicrobatchLoss,
     MSELossReduction,
     MSEPlusClassifierLossReduction,
@@ -243,6 +244,66 @@ def test_backpropagated_loss_is_the_microbatch_mean_with_its_gradient(reduction_
         if key in out:
             torch.testing.assert_close(leaves[key].grad, ref_leaves[key].grad, rtol=1e-5, atol=1e-9)
     assert leaves["z"].grad is None  # the latent code is not part of any loss (it reaches it only through the model)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# A result kept for the next call (the module's training_step computes the loss NeMo's call then asks for)
+
+
+def kept_call(reduction_cls: type, size: int = 6, seed: int = 11):
+    """A reduction set up for a batch, called on an output, its result kept: (reduction, batch, output, result)."""
+    batch, out = make_batch(size, seed), output_for(reduction_cls, make_output(size, seed))
+    reduction = reduction_cls()
+    reduction.setup(batch)
+    result = reduction(out)
+    reduction.keep_for_the_next_call(out, result)
+    return reduction, batch, out, result
+
+
+@pytest.mark.parametrize("reduction_cls", REDUCTIONS, ids=lambda c: c.__name__)
+def test_a_kept_result_is_returned_once_for_the_same_batch_and_output(reduction_cls):
+    reduction, _, out, result = kept_call(reduction_cls)
+    assert isinstance(reduction, KeepsItsLoss)
+    assert reduction(out) is result
+    again = reduction(out)
+    assert again is not result and torch.equal(again[0], result[0])
+
+
+def _another_equal_output(reduction, batch, out):
+    return reduction(dict(out) if isinstance(out, dict) else out.clone())
+
+
+def _output_changed_in_place(reduction, batch, out):
+    (next(iter(out.values())) if isinstance(out, dict) else out).mul_(0.5)
+    return reduction(out)
+
+
+def _batch_changed_in_place(reduction, batch, out):
+    batch["idx"][0] = PAD_IDX
+    return reduction(out)
+
+
+def _another_grad_mode(reduction, batch, out):
+    with torch.no_grad():
+        return reduction(out)
+
+
+def _another_batch(reduction, batch, out):
+    reduction.setup(dict(batch))
+    return reduction(out)
+
+
+@pytest.mark.parametrize("reduction_cls", REDUCTIONS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "call",
+    [_another_equal_output, _output_changed_in_place, _batch_changed_in_place, _another_grad_mode, _another_batch],
+    ids=lambda f: f.__name__.strip("_"),
+)
+def test_a_kept_result_is_computed_again_for_any_other_call(reduction_cls, call):
+    reduction, batch, out, result = kept_call(reduction_cls)
+    answer = call(reduction, batch, out)
+    assert answer is not result
+    assert torch.equal(answer[0], reduction_cls().forward(batch, out)[0])
 
 
 # --------------------------------------------------------------------------------------------------------------------

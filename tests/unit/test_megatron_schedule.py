@@ -74,3 +74,62 @@ def test_accumulating_n_microbatches_gives_the_gradient_of_the_whole_batch(num_m
     for name in single:
         assert single[name].abs().sum() > 0, f"{name} got no gradient"
         torch.testing.assert_close(accumulated[name], single[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def nemo_order_gradients(module, microbatches: list[dict]) -> dict[str, torch.Tensor]:
+    """
+    Gradients after one schedule call whose forward step does what NeMo's `wrapped_forward_step` does per microbatch:
+    make the module's training reduction, call `training_step`, set the reduction up and hand it to Megatron."""
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+
+    def forward_step(data_iterator, model):
+        batch = next(data_iterator)
+        reduction = module.training_loss_reduction()
+        output = module.training_step(batch)
+        reduction.setup(batch)
+        return output, reduction
+
+    module.zero_grad(set_to_none=True)
+    with on_this_device():
+        get_forward_backward_func()(
+            forward_step_func=forward_step,
+            data_iterator=iter(microbatches),
+            model=[module.module],
+            num_microbatches=len(microbatches),
+            seq_length=1,
+            micro_batch_size=len(microbatches[0]["idx"]),
+            forward_only=False,
+        )
+    return {name: p.grad.clone() for name, p in module.named_parameters()}
+
+
+@settings(max_examples=4, deadline=None)
+@given(num_microbatches=st.integers(1, 3), micro=st.integers(1, 24), seed=st.integers(0, 2**31 - 1))
+def test_each_microbatch_loss_is_computed_once_with_bitwise_the_gradients_of_computing_it_twice(
+    num_microbatches, micro, seed
+):
+    """The module's `training_step` computes the loss to log it; NeMo's call of the same reduction reuses it."""
+    from bionemo.example_model.module import BionemoLightningModule
+
+    torch.manual_seed(seed)
+    module = BionemoLightningModule(ExampleFineTuneBothConfig())
+    module.configure_model()
+    microbatches = [batch_of(micro, seed + i) for i in range(num_microbatches)]
+    computed = []
+    per_sample_loss = MSEPlusClassifierLossReduction.per_sample_loss
+
+    def counted(self, batch, forward_out):
+        computed.append(batch["idx"])
+        return per_sample_loss(self, batch, forward_out)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(MSEPlusClassifierLossReduction, "per_sample_loss", counted)
+        once = nemo_order_gradients(module, microbatches)
+        assert len(computed) == num_microbatches
+        patch.setattr(MSEPlusClassifierLossReduction, "keep_for_the_next_call", lambda self, out, result: None)
+        twice = nemo_order_gradients(module, microbatches)
+        assert len(computed) == 3 * num_microbatches
+
+    assert sorted(once) == sorted(twice) and once
+    for name in once:
+        assert torch.equal(once[name], twice[name]), name

@@ -108,6 +108,24 @@ def test_the_lightning_module_defaults_to_the_original_optimizer():
     assert isinstance(module.training_loss_reduction(), lb.MSELossReduction)
 
 
+def test_a_direct_training_step_returns_the_model_output_with_the_reduction_training_loss_reduction_gives():
+    """The original's `training_step` asks `training_loss_reduction()` for its reduction: a subclass's still counts."""
+    made = []
+
+    class Counting(lb.BionemoLightningModule):
+        def training_loss_reduction(self):
+            made.append(super().training_loss_reduction())
+            return made[-1]
+
+    module = Counting(config=lb.PretrainConfig())
+    module.configure_model()
+    batch = {"data": torch.rand(4, 1, 28, 28), "label": torch.arange(4), "idx": torch.arange(4)}
+    for _ in range(2):
+        output = module.training_step(batch)
+        assert set(output) == set(lb.ExampleModelOutput.__required_keys__) and output["x_hat"].shape == (4, 784)
+    assert len(made) == 2 and made[0] is not made[1]
+
+
 def test_the_configs_take_their_loss_not_the_checkpoints_and_skip_nothing_by_default():
     for config_cls in (lb.PretrainConfig, lb.ExampleFineTuneBothConfig, lb.ExampleFineTuneConfig):
         config = config_cls()

@@ -14,7 +14,7 @@ is a `CountsReducedSamples`: the module reads the count to weigh each validation
 Prediction has no loss: `PredictionReduction` passes the model output through, less the evaluation padding.
 """
 
-from typing import Any, Generic, Protocol, Sequence, TypedDict, TypeVar, runtime_checkable
+from typing import Any, Generic, NamedTuple, Protocol, Sequence, TypedDict, TypeVar, runtime_checkable
 
 import torch
 import torch.distributed as dist
@@ -29,6 +29,7 @@ from bionemo.example_model.model import ExampleFineTuneOutput, ExampleModelOutpu
 __all__: Sequence[str] = (
     "ClassifierLossReduction",
     "CountsReducedSamples",
+    "KeepsItsLoss",
     "MSELossReduction",
     "MSEPlusClassifierLossReduction",
     "MicrobatchLoss",
@@ -61,6 +62,16 @@ class CountsReducedSamples(Protocol):
     reduced_num_samples: Tensor | None
 
 
+@runtime_checkable
+class KeepsItsLoss(Protocol):
+    """
+    A loss reduction that can keep the result of a call for its next one: the module's `training_step` computes the
+    microbatch's loss with the reduction NeMo's step made for it, and NeMo's own call then gets that result, not a
+    second computation of it (see `keep_for_the_next_call`)."""
+
+    def keep_for_the_next_call(self, forward_out: Any, result: tuple[Tensor, Any]) -> None: ...  # noqa: D102
+
+
 OutputT = TypeVar("OutputT", ExampleModelOutput, ExampleFineTuneOutput, Tensor)
 
 
@@ -73,6 +84,17 @@ class _SampleMeanLossReduction(MegatronLossReduction, Generic[OutputT]):
         self.validation_step = validation_step
         self.val_drop_last = val_drop_last
         self.reduced_num_samples: Tensor | None = None  # set by reduce(): the real samples its mean is over
+        self._kept: _KeptLoss | None = None
+
+    def keep_for_the_next_call(self, forward_out: OutputT, result: tuple[Tensor, MicrobatchLoss]) -> None:
+        """
+        Keep `result`, this reduction's answer for `forward_out` and its set-up batch, for its next call: that call
+        returns it if it is for the same batch and output, unchanged since, in the same grad mode, and computes the
+        loss otherwise. NeMo's step makes the microbatch's reduction, the module's `training_step` computes the loss
+        with it (to log it, as the original example does), then NeMo calls it on the same output."""
+        self._kept = _KeptLoss(
+            self.batch, forward_out, _versions(self.batch, forward_out), torch.is_grad_enabled(), result
+        )
 
     def per_sample_loss(self, batch: MnistItem, forward_out: OutputT) -> Tensor:
         """Loss of every sample in the microbatch, shape [batch]."""
@@ -80,6 +102,9 @@ class _SampleMeanLossReduction(MegatronLossReduction, Generic[OutputT]):
 
     def forward(self, batch: MnistItem, forward_out: OutputT) -> tuple[Tensor, MicrobatchLoss]:
         """Mean loss of this microbatch (to back-propagate) and its record for `reduce()`."""
+        kept, self._kept = self._kept, None
+        if kept is not None and kept.is_for(batch, forward_out):
+            return kept.result
         losses = self.per_sample_loss(batch, forward_out).float()
         valid = is_real(batch["idx"]).to(losses.dtype)  # evaluation padding weighs nothing
         count = valid.sum()
@@ -111,6 +136,32 @@ class _SampleMeanLossReduction(MegatronLossReduction, Generic[OutputT]):
             dist.all_reduce(totals, op=dist.ReduceOp.SUM, group=group)
         self.reduced_num_samples = totals[1]
         return totals[0] / totals[1]
+
+
+class _KeptLoss(NamedTuple):
+    """A result kept by `keep_for_the_next_call`, with what it was computed from."""
+
+    batch: MnistItem
+    forward_out: Any
+    versions: tuple[int, ...]
+    grad_enabled: bool
+    result: tuple[Tensor, MicrobatchLoss]
+
+    def is_for(self, batch: MnistItem, forward_out: Any) -> bool:
+        """
+        Whether computing the loss of `batch` and `forward_out` now would give `result` again: the same objects,
+        no tensor of theirs changed in place since (autograd's version counters), the same grad mode."""
+        return (
+            batch is self.batch
+            and forward_out is self.forward_out
+            and torch.is_grad_enabled() == self.grad_enabled
+            and _versions(batch, forward_out) == self.versions
+        )
+
+
+def _versions(batch: MnistItem, forward_out: Any) -> tuple[int, ...]:
+    outputs = forward_out.values() if isinstance(forward_out, dict) else (forward_out,)
+    return tuple(t._version for t in (*batch.values(), *outputs) if isinstance(t, Tensor))
 
 
 def _data_parallel_group() -> "dist.ProcessGroup | None":

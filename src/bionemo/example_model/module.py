@@ -17,7 +17,7 @@ from nemo.lightning.megatron_parallel import MegatronLossReduction
 from nemo.lightning.pytorch.optim import MegatronOptimizerModule
 
 from bionemo.example_model.data import MnistItem
-from bionemo.example_model.losses import CountsReducedSamples, PredictionReduction
+from bionemo.example_model.losses import CountsReducedSamples, KeepsItsLoss, PredictionReduction
 
 __all__: Sequence[str] = ("BionemoLightningModule", "IndexedPredictionModule")
 
@@ -45,6 +45,9 @@ class BionemoLightningModule(pl.LightningModule, io.IOMixin, LightningPassthroug
         self.config = config
         self.vp_stage = None  # no virtual pipeline; NeMo reads it
         self._validation_reduction: MegatronLossReduction | None = None  # the current validation step's, for log()
+        # The reduction NeMo's step made for the microbatch `training_step` is about to compute: at most one (a list,
+        # so that nn.Module does not register it as a submodule).
+        self._pending_training_reduction: list[MegatronLossReduction] = []
         self.optim = MegatronOptimizerModule(
             config=OptimizerConfig(
                 optimizer="adam",
@@ -70,11 +73,20 @@ class BionemoLightningModule(pl.LightningModule, io.IOMixin, LightningPassthroug
         return self.module(batch["data"])
 
     def training_step(self, batch: MnistItem, batch_idx: int | None = None) -> Any:
-        """The model output (NeMo's loss reduction makes the loss of it); logs this microbatch's `train_loss`."""
+        """
+        The model output (NeMo's loss reduction makes the loss of it); logs this microbatch's `train_loss`.
+
+        The loss is computed with the reduction NeMo made for this microbatch, which keeps the result for NeMo's own
+        call on the same output: the microbatch's loss is computed once (a direct call makes its own reduction)."""
         predictions = self(batch, batch_idx)
-        reduction = self.training_loss_reduction()
+        pending = self._pending_training_reduction
+        reduction = pending.pop() if pending else self.training_loss_reduction()
+        pending.clear()
         reduction.setup(batch)
-        _, record = reduction(predictions)
+        result = reduction(predictions)
+        if isinstance(reduction, KeepsItsLoss):
+            reduction.keep_for_the_next_call(predictions, result)
+        _, record = result
         self.log(
             "train_loss",
             record["avg"],
@@ -98,8 +110,11 @@ class BionemoLightningModule(pl.LightningModule, io.IOMixin, LightningPassthroug
         """The loss reduction the config names."""
         return self.config.get_loss_reduction_class()
 
-    def training_loss_reduction(self) -> MegatronLossReduction:  # noqa: D102
-        return self.loss_reduction_class()()
+    def training_loss_reduction(self) -> MegatronLossReduction:
+        """A new reduction of the config's class. NeMo's step makes one per microbatch, before `training_step`."""
+        reduction = self.loss_reduction_class()()
+        self._pending_training_reduction[:] = [reduction]
+        return reduction
 
     def validation_loss_reduction(self) -> MegatronLossReduction:  # noqa: D102
         # NeMo builds one per validation step and calls its reduce(); log() reads its sample count back.
