@@ -174,7 +174,8 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def bench_compare(session: nox.Session) -> None:
-    """Compare results/latest.json with baselines/<machine class>.json (or `-- BASELINE`); fails on >10% regression."""
+    """Compare results/latest.json with baselines/<machine class>.json (or `-- BASELINE`); fails on a regression
+    beyond the tolerance: 10%, or the one the baseline names for a noisy ratio."""
     import json
 
     latest = BENCH / "results" / "latest.json"

@@ -1,4 +1,5 @@
-"""Specification of the benchmark regression check (benchmarks/compare.py): direction-aware, 10% by default."""
+"""Specification of the benchmark regression check (benchmarks/compare.py): direction-aware, 10% unless the baseline
+names a ratio's own tolerance."""
 
 import importlib.util
 import json
@@ -37,7 +38,7 @@ def summary(**ratios) -> dict:
 
 
 def status(rows, key: str) -> str:
-    return next(r[4] for r in rows if r[0] == key)
+    return next(r[-1] for r in rows if r[0] == key)
 
 
 @pytest.mark.parametrize(
@@ -54,6 +55,16 @@ def test_a_ratio_that_worsens_by_more_than_10_percent_fails_and_one_within_passe
     assert failed and status(rows, key) == "REGRESSION"
     rows, failed = compare.compare(summary(), summary(**{key: within}), 0.10)
     assert not failed and status(rows, key) == "ok"
+
+
+def test_a_tolerance_the_baseline_names_for_a_ratio_replaces_the_default_for_that_ratio_only():
+    baseline = {**summary(), "tolerances": {"step_ratio_vs_raw_b128": 0.30}}
+    rows, failed = compare.compare(baseline, summary(step_ratio_vs_raw_b128=6.4), 0.10)  # +28%
+    assert not failed and status(rows, "step_ratio_vs_raw_b128") == "ok"
+    rows, failed = compare.compare(baseline, summary(step_ratio_vs_raw_b128=6.6), 0.10)  # +32%
+    assert failed and status(rows, "step_ratio_vs_raw_b128") == "REGRESSION"
+    rows, failed = compare.compare(baseline, summary(loader_ratio_vs_gather=1.12), 0.10)
+    assert failed and status(rows, "loader_ratio_vs_gather") == "REGRESSION"
 
 
 def test_an_improvement_of_any_size_passes():
