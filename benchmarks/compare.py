@@ -9,7 +9,9 @@ ratio against a reference (lower is better) fails when it rises above baseline x
 
 A baseline may name its own tolerance for a ratio (`"tolerances": {ratio: fraction}`, with the spread of repeated
 runs that justifies it in `"tolerances_measured"`): on a shared machine some ratios move by more than 10% between runs
-of the same code, and a check that fails on noise is a check nobody reads. The others use --tolerance.
+of the same code, and a check that fails on noise is a check nobody reads. A tolerance the baseline names wins over
+--tolerance, which sets the others'. A name that is no ratio, or a tolerance that could never fail (a fraction of 1
+or more for a higher-is-better ratio), is bad input.
 """
 
 import argparse
@@ -25,10 +27,15 @@ DIRECTIONS = {r.name: +1 if r.higher_is_better else -1 for r in RATIOS}
 
 def compare(baseline: dict, latest: dict, tolerance: float) -> tuple[list[tuple], bool]:
     """One row per ratio, (name, baseline, latest, change, allowed, status), and whether any regressed."""
+    named = baseline.get("tolerances", {})
+    if unknown := sorted(set(named) - set(DIRECTIONS)):
+        raise ValueError(f"the baseline names tolerances for {unknown}, which are not ratios: fix their names")
+    if never := sorted(k for k, t in named.items() if DIRECTIONS[k] > 0 and t >= 1):
+        raise ValueError(f"the baseline's tolerances for {never} are 100% or more and can never fail: lower them")
     rows, failed = [], False
     for key, direction in DIRECTIONS.items():
         base, new = baseline.get("ratios", {}).get(key), latest.get("ratios", {}).get(key)
-        allowed = baseline.get("tolerances", {}).get(key, tolerance)
+        allowed = named.get(key, tolerance)
         if base is None or new is None:
             rows.append((key, base, new, None, allowed, "skipped (not measured)"))
             continue
@@ -66,7 +73,11 @@ def main(argv: list[str]) -> int:
             f"{latest.get('step_ratio_stat')!r} in latest",
             file=sys.stderr,
         )
-    rows, failed = compare(baseline, latest, args.tolerance)
+    try:
+        rows, failed = compare(baseline, latest, args.tolerance)
+    except ValueError as e:
+        print(f"bad baseline {args.baseline}: {e}", file=sys.stderr)
+        return 2
     header = ("ratio", "better", "baseline", "latest", "change", "tolerance", "status")
     table = [header] + [
         (

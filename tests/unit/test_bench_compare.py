@@ -57,14 +57,36 @@ def test_a_ratio_that_worsens_by_more_than_10_percent_fails_and_one_within_passe
     assert not failed and status(rows, key) == "ok"
 
 
-def test_a_tolerance_the_baseline_names_for_a_ratio_replaces_the_default_for_that_ratio_only():
-    baseline = {**summary(), "tolerances": {"step_ratio_vs_raw_b128": 0.30}}
-    rows, failed = compare.compare(baseline, summary(step_ratio_vs_raw_b128=6.4), 0.10)  # +28%
-    assert not failed and status(rows, "step_ratio_vs_raw_b128") == "ok"
-    rows, failed = compare.compare(baseline, summary(step_ratio_vs_raw_b128=6.6), 0.10)  # +32%
-    assert failed and status(rows, "step_ratio_vs_raw_b128") == "REGRESSION"
+@pytest.mark.parametrize(
+    ("key", "worse", "within"),
+    [
+        ("step_ratio_vs_raw_b128", 6.6, 6.4),  # lower is better, 30%: +32% fails, +28% passes
+        ("dp2_scaling_b128", 1.31, 1.35),  # higher is better, 30%: -31% fails, -29% passes
+    ],
+)
+def test_a_tolerance_the_baseline_names_for_a_ratio_replaces_the_default_for_that_ratio_only(key, worse, within):
+    baseline = {**summary(), "tolerances": {key: 0.30}}
+    rows, failed = compare.compare(baseline, summary(**{key: within}), 0.10)
+    assert not failed and status(rows, key) == "ok"
+    rows, failed = compare.compare(baseline, summary(**{key: worse}), 0.10)
+    assert failed and status(rows, key) == "REGRESSION"
     rows, failed = compare.compare(baseline, summary(loader_ratio_vs_gather=1.12), 0.10)
     assert failed and status(rows, "loader_ratio_vs_gather") == "REGRESSION"
+
+
+@pytest.mark.parametrize(
+    ("tolerances", "says"),
+    [
+        ({"step_ratio_b128": 0.3}, "not ratios"),  # a misspelt name would leave the ratio at the default
+        ({"dp2_scaling_b128": 1.0}, "can never fail"),  # higher is better: a 100% drop is to zero
+    ],
+)
+def test_a_baseline_tolerance_that_names_no_ratio_or_could_never_fail_is_bad_input(tmp_path, capsys, tolerances, says):
+    base, latest = tmp_path / "base.json", tmp_path / "latest.json"
+    base.write_text(json.dumps({**summary(), "tolerances": tolerances}))
+    latest.write_text(json.dumps(summary()))
+    assert compare.main([str(base), str(latest)]) == 2
+    assert says in capsys.readouterr().err
 
 
 def test_an_improvement_of_any_size_passes():

@@ -4,6 +4,7 @@ The reference everywhere is the loss of the whole batch computed directly with `
 split into microbatches and data-parallel ranks, `reduce()` must report exactly that number.
 """
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -250,9 +251,13 @@ def test_backpropagated_loss_is_the_microbatch_mean_with_its_gradient(reduction_
 # A result kept for the next call (the module's training_step computes the loss NeMo's call then asks for)
 
 
-def kept_call(reduction_cls: type, size: int = 6, seed: int = 11):
-    """A reduction set up for a batch, called on an output, its result kept: (reduction, batch, output, result)."""
-    batch, out = make_batch(size, seed), output_for(reduction_cls, make_output(size, seed))
+def kept_call(reduction_cls: type, bare_logits: bool = False):
+    """
+    A reduction set up for a batch, called on an output, its result kept: (reduction, batch, output, result). With
+    `bare_logits`, the output is the logits tensor itself, as the classifier-only model returns it."""
+    batch, out = make_batch(6, seed=11), output_for(reduction_cls, make_output(6, seed=11))
+    if bare_logits:
+        out = out["digit_logits"]
     reduction = reduction_cls()
     reduction.setup(batch)
     result = reduction(out)
@@ -260,50 +265,92 @@ def kept_call(reduction_cls: type, size: int = 6, seed: int = 11):
     return reduction, batch, out, result
 
 
-@pytest.mark.parametrize("reduction_cls", REDUCTIONS, ids=lambda c: c.__name__)
-def test_a_kept_result_is_returned_once_for_the_same_batch_and_output(reduction_cls):
-    reduction, _, out, result = kept_call(reduction_cls)
+KEPT_CASES = [
+    *[pytest.param(cls, False, id=cls.__name__) for cls in REDUCTIONS],
+    pytest.param(ClassifierLossReduction, True, id="ClassifierLossReduction-bare-logits"),
+]
+
+
+def tensors_of(out) -> list[torch.Tensor]:
+    return list(out.values()) if isinstance(out, dict) else [out]
+
+
+@pytest.mark.parametrize(("reduction_cls", "bare_logits"), KEPT_CASES)
+def test_a_kept_result_is_returned_once_for_the_same_batch_and_output(reduction_cls, bare_logits):
+    reduction, _, out, result = kept_call(reduction_cls, bare_logits)
     assert isinstance(reduction, KeepsItsLoss)
     assert reduction(out) is result
     again = reduction(out)
     assert again is not result and torch.equal(again[0], result[0])
 
 
-def _another_equal_output(reduction, batch, out):
-    return reduction(dict(out) if isinstance(out, dict) else out.clone())
+# Each change: (batch, output) -> (the batch and output of the next call, the mode it runs in).
 
 
-def _output_changed_in_place(reduction, batch, out):
-    (next(iter(out.values())) if isinstance(out, dict) else out).mul_(0.5)
-    return reduction(out)
+def _another_equal_output(batch, out):
+    return batch, (dict(out) if isinstance(out, dict) else out.clone()), contextlib.nullcontext()
 
 
-def _batch_changed_in_place(reduction, batch, out):
+def _each_output_tensor_changed_in_place(batch, out):
+    for tensor in tensors_of(out):
+        tensor.mul_(0.5)
+    return batch, out, contextlib.nullcontext()
+
+
+def _another_tensor_in_the_output(batch, out):
+    for key in out:
+        out[key] = out[key].clone()  # equal values, and version 0 like the one it replaces
+    return batch, out, contextlib.nullcontext()
+
+
+def _batch_changed_in_place(batch, out):
     batch["idx"][0] = PAD_IDX
-    return reduction(out)
+    return batch, out, contextlib.nullcontext()
 
 
-def _another_grad_mode(reduction, batch, out):
-    with torch.no_grad():
-        return reduction(out)
+def _another_batch(batch, out):
+    return dict(batch), out, contextlib.nullcontext()
 
 
-def _another_batch(reduction, batch, out):
-    reduction.setup(dict(batch))
-    return reduction(out)
+def _another_grad_mode(batch, out):
+    return batch, out, torch.no_grad()
 
 
-@pytest.mark.parametrize("reduction_cls", REDUCTIONS, ids=lambda c: c.__name__)
+def _under_autocast(batch, out):
+    return batch, out, torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+CHANGES = [
+    _another_equal_output,
+    _each_output_tensor_changed_in_place,
+    _another_tensor_in_the_output,
+    _batch_changed_in_place,
+    _another_batch,
+    _another_grad_mode,
+    _under_autocast,
+]
+
+
 @pytest.mark.parametrize(
-    "call",
-    [_another_equal_output, _output_changed_in_place, _batch_changed_in_place, _another_grad_mode, _another_batch],
-    ids=lambda f: f.__name__.strip("_"),
+    ("reduction_cls", "bare_logits", "change"),
+    [
+        pytest.param(*case.values, change, id=f"{case.id}-{change.__name__.strip('_')}")
+        for case in KEPT_CASES
+        for change in CHANGES
+        if not (case.values[1] and change is _another_tensor_in_the_output)  # a bare tensor has no place for one
+    ],
 )
-def test_a_kept_result_is_computed_again_for_any_other_call(reduction_cls, call):
-    reduction, batch, out, result = kept_call(reduction_cls)
-    answer = call(reduction, batch, out)
+def test_a_kept_result_is_computed_again_for_any_other_call(reduction_cls, bare_logits, change):
+    reduction, batch, out, result = kept_call(reduction_cls, bare_logits)
+    batch, out, mode = change(batch, out)
+    reduction.setup(batch)
+    with mode:
+        answer = reduction(out)
+        fresh = reduction_cls()
+        fresh.setup(batch)
+        expected = fresh(out)
     assert answer is not result
-    assert torch.equal(answer[0], reduction_cls().forward(batch, out)[0])
+    assert torch.equal(answer[0], expected[0]) and torch.equal(answer[1]["avg"], expected[1]["avg"])
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ summation order. Run here on the real schedule, in one process with Megatron's p
 
 import contextlib
 from functools import partial
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -76,25 +77,31 @@ def test_accumulating_n_microbatches_gives_the_gradient_of_the_whole_batch(num_m
         torch.testing.assert_close(accumulated[name], single[name], rtol=1e-5, atol=1e-7, msg=name)
 
 
-def nemo_order_gradients(module, microbatches: list[dict]) -> dict[str, torch.Tensor]:
+def nemo_step_gradients(module, microbatches: list[dict]) -> dict[str, torch.Tensor]:
     """
-    Gradients after one schedule call whose forward step does what NeMo's `wrapped_forward_step` does per microbatch:
-    make the module's training reduction, call `training_step`, set the reduction up and hand it to Megatron."""
+    Gradients after one schedule call whose forward step is NeMo's own (`MegatronParallel.wrapped_forward_step`, as
+    NeMo builds it for a training step), around the module itself instead of its Megatron DDP wrapper."""
     from megatron.core.pipeline_parallel import get_forward_backward_func
+    from nemo.lightning.megatron_parallel import CallbackConnector, MegatronParallel, _ModuleStepFunction
 
-    def forward_step(data_iterator, model):
-        batch = next(data_iterator)
-        reduction = module.training_loss_reduction()
-        output = module.training_step(batch)
-        reduction.setup(batch)
-        return output, reduction
-
+    nemo = SimpleNamespace(  # what wrapped_forward_step reads of its MegatronParallel
+        callbacks=CallbackConnector(),
+        precision_plugin=None,
+        _setup_module=partial(MegatronParallel._setup_module, None),
+    )
+    forward_step = MegatronParallel.wrapped_forward_step(
+        nemo,
+        forward_step=_ModuleStepFunction.from_forward_step(module, "training"),
+        loss_reduction=_ModuleStepFunction.from_loss_reduction(module, "training"),
+        data_step=next,
+        context={"step": None},
+    )
     module.zero_grad(set_to_none=True)
     with on_this_device():
         get_forward_backward_func()(
             forward_step_func=forward_step,
             data_iterator=iter(microbatches),
-            model=[module.module],
+            model=[module],
             num_microbatches=len(microbatches),
             seq_length=1,
             micro_batch_size=len(microbatches[0]["idx"]),
@@ -108,7 +115,7 @@ def nemo_order_gradients(module, microbatches: list[dict]) -> dict[str, torch.Te
 def test_each_microbatch_loss_is_computed_once_with_bitwise_the_gradients_of_computing_it_twice(
     num_microbatches, micro, seed
 ):
-    """The module's `training_step` computes the loss to log it; NeMo's call of the same reduction reuses it."""
+    """The module's `training_step` computes the loss to log it; NeMo's call of the same reduction gets that loss."""
     from bionemo.example_model.module import BionemoLightningModule
 
     torch.manual_seed(seed)
@@ -124,10 +131,10 @@ def test_each_microbatch_loss_is_computed_once_with_bitwise_the_gradients_of_com
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(MSEPlusClassifierLossReduction, "per_sample_loss", counted)
-        once = nemo_order_gradients(module, microbatches)
+        once = nemo_step_gradients(module, microbatches)
         assert len(computed) == num_microbatches
         patch.setattr(MSEPlusClassifierLossReduction, "keep_for_the_next_call", lambda self, out, result: None)
-        twice = nemo_order_gradients(module, microbatches)
+        twice = nemo_step_gradients(module, microbatches)
         assert len(computed) == 3 * num_microbatches
 
     assert sorted(once) == sorted(twice) and once

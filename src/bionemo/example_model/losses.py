@@ -14,6 +14,7 @@ is a `CountsReducedSamples`: the module reads the count to weigh each validation
 Prediction has no loss: `PredictionReduction` passes the model output through, less the evaluation padding.
 """
 
+import operator
 from typing import Any, Generic, NamedTuple, Protocol, Sequence, TypedDict, TypeVar, runtime_checkable
 
 import torch
@@ -89,12 +90,11 @@ class _SampleMeanLossReduction(MegatronLossReduction, Generic[OutputT]):
     def keep_for_the_next_call(self, forward_out: OutputT, result: tuple[Tensor, MicrobatchLoss]) -> None:
         """
         Keep `result`, this reduction's answer for `forward_out` and its set-up batch, for its next call: that call
-        returns it if it is for the same batch and output, unchanged since, in the same grad mode, and computes the
-        loss otherwise. NeMo's step makes the microbatch's reduction, the module's `training_step` computes the loss
-        with it (to log it, as the original example does), then NeMo calls it on the same output."""
-        self._kept = _KeptLoss(
-            self.batch, forward_out, _versions(self.batch, forward_out), torch.is_grad_enabled(), result
-        )
+        returns it if it is for the same batch and output, unchanged since, in the same grad and autocast modes, and
+        computes the loss otherwise. NeMo's step makes the microbatch's reduction, the module's `training_step`
+        computes the loss with it (to log it, as the original example does), then NeMo calls it on the same output
+        (outside the autocast Megatron may run the forward step in: then the loss is computed again)."""
+        self._kept = _KeptLoss(self.batch, forward_out, _inputs(self.batch, forward_out), result)
 
     def per_sample_loss(self, batch: MnistItem, forward_out: OutputT) -> Tensor:
         """Loss of every sample in the microbatch, shape [batch]."""
@@ -139,29 +139,32 @@ class _SampleMeanLossReduction(MegatronLossReduction, Generic[OutputT]):
 
 
 class _KeptLoss(NamedTuple):
-    """A result kept by `keep_for_the_next_call`, with what it was computed from."""
+    """A result kept by `keep_for_the_next_call`, with what it was computed from (see `_inputs`)."""
 
     batch: MnistItem
     forward_out: Any
-    versions: tuple[int, ...]
-    grad_enabled: bool
+    inputs: tuple[tuple, tuple[Tensor, ...], tuple[int, ...]]
     result: tuple[Tensor, MicrobatchLoss]
 
     def is_for(self, batch: MnistItem, forward_out: Any) -> bool:
-        """
-        Whether computing the loss of `batch` and `forward_out` now would give `result` again: the same objects,
-        no tensor of theirs changed in place since (autograd's version counters), the same grad mode."""
-        return (
-            batch is self.batch
-            and forward_out is self.forward_out
-            and torch.is_grad_enabled() == self.grad_enabled
-            and _versions(batch, forward_out) == self.versions
-        )
+        """Whether computing the loss of `batch` and `forward_out` now would give `result` again."""
+        if batch is not self.batch or forward_out is not self.forward_out:
+            return False
+        modes, tensors, versions = _inputs(batch, forward_out)
+        kept_modes, kept_tensors, kept_versions = self.inputs
+        same_tensors = len(tensors) == len(kept_tensors) and all(map(operator.is_, tensors, kept_tensors))
+        return same_tensors and modes == kept_modes and versions == kept_versions
 
 
-def _versions(batch: MnistItem, forward_out: Any) -> tuple[int, ...]:
+def _inputs(batch: MnistItem, forward_out: Any) -> tuple[tuple, tuple[Tensor, ...], tuple[int, ...]]:
+    """
+    What a loss of `batch` and `forward_out` depends on besides the two containers: the grad and autocast modes, each
+    tensor in them (an object: one put in a container's place is another input), and its version (in-place changes
+    bump autograd's version counter)."""
     outputs = forward_out.values() if isinstance(forward_out, dict) else (forward_out,)
-    return tuple(t._version for t in (*batch.values(), *outputs) if isinstance(t, Tensor))
+    tensors = tuple(t for t in (*batch.values(), *outputs) if isinstance(t, Tensor))
+    autocast = ((torch.is_autocast_enabled(d), torch.get_autocast_dtype(d)) for d in ("cpu", "cuda"))
+    return (torch.is_grad_enabled(), *autocast), tensors, tuple(t._version for t in tensors)
 
 
 def _data_parallel_group() -> "dist.ProcessGroup | None":

@@ -45,8 +45,8 @@ class BionemoLightningModule(pl.LightningModule, io.IOMixin, LightningPassthroug
         self.config = config
         self.vp_stage = None  # no virtual pipeline; NeMo reads it
         self._validation_reduction: MegatronLossReduction | None = None  # the current validation step's, for log()
-        # The reduction NeMo's step made for the microbatch `training_step` is about to compute: at most one (a list,
-        # so that nn.Module does not register it as a submodule).
+        # The reduction this class's `training_loss_reduction` made last, which NeMo's step makes for the microbatch
+        # `training_step` is about to compute: at most one (a list, so that nn.Module does not register a submodule).
         self._pending_training_reduction: list[MegatronLossReduction] = []
         self.optim = MegatronOptimizerModule(
             config=OptimizerConfig(
@@ -77,11 +77,12 @@ class BionemoLightningModule(pl.LightningModule, io.IOMixin, LightningPassthroug
         The model output (NeMo's loss reduction makes the loss of it); logs this microbatch's `train_loss`.
 
         The loss is computed with the reduction NeMo made for this microbatch, which keeps the result for NeMo's own
-        call on the same output: the microbatch's loss is computed once (a direct call makes its own reduction)."""
+        call on the same output: the microbatch's loss is computed once. Otherwise (a direct call, or a subclass's
+        own `training_loss_reduction`) the step asks `training_loss_reduction()` for one, as the original does."""
         predictions = self(batch, batch_idx)
         pending = self._pending_training_reduction
         reduction = pending.pop() if pending else self.training_loss_reduction()
-        pending.clear()
+        pending.clear()  # what the call above may have made is this step's, not the next one's
         reduction.setup(batch)
         result = reduction(predictions)
         if isinstance(reduction, KeepsItsLoss):
@@ -113,7 +114,8 @@ class BionemoLightningModule(pl.LightningModule, io.IOMixin, LightningPassthroug
     def training_loss_reduction(self) -> MegatronLossReduction:
         """A new reduction of the config's class. NeMo's step makes one per microbatch, before `training_step`."""
         reduction = self.loss_reduction_class()()
-        self._pending_training_reduction[:] = [reduction]
+        if type(self).training_loss_reduction is BionemoLightningModule.training_loss_reduction:
+            self._pending_training_reduction[:] = [reduction]  # a subclass's own may return another: not kept
         return reduction
 
     def validation_loss_reduction(self) -> MegatronLossReduction:  # noqa: D102
