@@ -37,13 +37,9 @@ def on_this_device():
     return contextlib.nullcontext() if torch.cuda.is_available() else cpu_bridges.cuda_as_cpu()
 
 
-def schedule_gradients(model: torch.nn.Module, microbatches: list[dict]) -> dict[str, torch.Tensor]:
-    """Gradients after one `forward_backward_no_pipelining` call over `microbatches`, as NeMo runs it."""
+def gradients_of(forward_step, model: torch.nn.Module, microbatches: list[dict]) -> dict[str, torch.Tensor]:
+    """Gradients after one `forward_backward_no_pipelining` call with `forward_step` over `microbatches`."""
     from megatron.core.pipeline_parallel import get_forward_backward_func
-
-    def forward_step(data_iterator, module):
-        batch = next(data_iterator)
-        return module(batch["data"]), partial(MSEPlusClassifierLossReduction().forward, batch)
 
     model.zero_grad(set_to_none=True)
     with on_this_device():
@@ -57,6 +53,16 @@ def schedule_gradients(model: torch.nn.Module, microbatches: list[dict]) -> dict
             forward_only=False,
         )
     return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+def schedule_gradients(model: torch.nn.Module, microbatches: list[dict]) -> dict[str, torch.Tensor]:
+    """Gradients after one schedule call over `microbatches`, as NeMo runs it, with the model's output and loss."""
+
+    def forward_step(data_iterator, module):
+        batch = next(data_iterator)
+        return module(batch["data"]), partial(MSEPlusClassifierLossReduction().forward, batch)
+
+    return gradients_of(forward_step, model, microbatches)
 
 
 @settings(max_examples=8, deadline=None)
@@ -81,7 +87,6 @@ def nemo_step_gradients(module, microbatches: list[dict]) -> dict[str, torch.Ten
     """
     Gradients after one schedule call whose forward step is NeMo's own (`MegatronParallel.wrapped_forward_step`, as
     NeMo builds it for a training step), around the module itself instead of its Megatron DDP wrapper."""
-    from megatron.core.pipeline_parallel import get_forward_backward_func
     from nemo.lightning.megatron_parallel import CallbackConnector, MegatronParallel, _ModuleStepFunction
 
     nemo = SimpleNamespace(  # what wrapped_forward_step reads of its MegatronParallel
@@ -96,18 +101,7 @@ def nemo_step_gradients(module, microbatches: list[dict]) -> dict[str, torch.Ten
         data_step=next,
         context={"step": None},
     )
-    module.zero_grad(set_to_none=True)
-    with on_this_device():
-        get_forward_backward_func()(
-            forward_step_func=forward_step,
-            data_iterator=iter(microbatches),
-            model=[module],
-            num_microbatches=len(microbatches),
-            seq_length=1,
-            micro_batch_size=len(microbatches[0]["idx"]),
-            forward_only=False,
-        )
-    return {name: p.grad.clone() for name, p in module.named_parameters()}
+    return gradients_of(forward_step, module, microbatches)
 
 
 @settings(max_examples=4, deadline=None)
